@@ -1,0 +1,120 @@
+"""The provider contract: what a transport (local, AMQP, STOMP, ...) must guarantee.
+
+The `EventManager` talks to exactly this interface; everything broker-specific (connections,
+threads, addresses, acknowledgements on the wire) lives behind it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from .envelope import Envelope
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """One consumer group attached to one event.
+
+    Attributes:
+        event: the event name `E` (the address events are sent to).
+        group: the group `G`: the listener name, or `listener-server` for per-process listeners.
+        durable: the group's queue survives broker restarts and keeps events while no member
+            is connected.
+        per_process: the group belongs to one process; its queue may expire once that process
+            is gone (the provider documents how).
+        prefetch: how many unacknowledged deliveries the provider may hand out at once.
+    """
+
+    event: str
+    group: str
+    durable: bool = False
+    per_process: bool = False
+    prefetch: int = 100
+
+    @property
+    def queue(self) -> str:
+        """The logical queue name `<event>::<group>`."""
+        return f"{self.event}::{self.group}"
+
+
+class Delivery(ABC):
+    """One received message, to be settled exactly once.
+
+    `ack` and `reject` may be called from any thread; the provider marshals them onto its own
+    I/O thread. Settling twice is a no-op.
+    """
+
+    envelope: Envelope
+    redelivered: bool
+
+    @abstractmethod
+    def ack(self) -> None:
+        """The message was processed: the broker may forget it."""
+
+    @abstractmethod
+    def reject(self, requeue: bool = True) -> None:
+        """The message was not processed.
+
+        Args:
+            requeue: True puts it back so it is delivered again (to this or another member);
+                False drops it (poison message; a later issue routes it to dead letters).
+        """
+
+
+DeliveryCallback = Callable[[Delivery], None]
+"""Called on the provider's I/O thread for every delivery; it must return quickly and never
+block: it hands the delivery to a worker and settles it later."""
+
+
+class Provider(ABC):
+    """A transport for envelopes with group semantics.
+
+    Guarantees every implementation gives (enforced by tests/contract):
+
+    * Groups: every subscribed group receives every event sent after the group's queue exists;
+      members of one group (in one or many processes) compete, each event reaching one member.
+    * At least once: a delivery is removed from its queue only by `Delivery.ack`. A rejected
+      (requeue=True) or never-settled delivery of a stopped or crashed member comes back.
+    * `send` may be called from any thread and is pipelined: it returns a future at once, so
+      many sends can be in flight. For `durable=True` the future completes only once the broker
+      accepted the (persistent) message, and fails with a `ProviderError` otherwise; it never
+      reports success for a message the broker did not take.
+    * Body and headers arrive unchanged (any unicode, large bodies).
+    * Callbacks run on the provider's I/O thread and must not block it.
+    * `subscribe` may be called before or after `start`; after a reconnect the provider
+      re-subscribes every group by itself.
+    * `pause` stops handing out new deliveries; deliveries already handed out can still be
+      settled. `stop` closes the connection; it never deletes a group's queue.
+    * Failures surface as `aspyx_event.errors.ProviderError` subclasses, chained to the
+      client library's exception; credentials never appear in logs or messages.
+    """
+
+    server_name: str
+    """The unique name of this process, appended to per-process groups."""
+
+    @abstractmethod
+    def start(self) -> None:
+        """Connect (blocking until connected or failed) and attach the subscribed groups."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Disconnect. Unsettled deliveries return to their queues; queues are kept."""
+
+    @abstractmethod
+    def pause(self) -> None:
+        """Stop dispatching new deliveries to callbacks (graceful shutdown, step one)."""
+
+    @abstractmethod
+    def subscribe(self, subscription: Subscription, callback: DeliveryCallback) -> None:
+        """Attach `callback` as a member of `subscription.group` for `subscription.event`."""
+
+    @abstractmethod
+    def send(self, envelope: Envelope, durable: bool) -> Future[None]:
+        """Send `envelope` to every group of the event named in its `EVENT_NAME` header.
+
+        Returns a future that completes once the broker accepted the message (durable) or once
+        the message was handed to the connection (non-durable).
+        """

@@ -1,0 +1,1 @@
+"""Providers: the transports behind the EventManager, chosen by URL."""
