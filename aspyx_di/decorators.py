@@ -39,6 +39,7 @@ class BeanDescriptor:
     eager: bool = True
     scope: str = SINGLETON
     imports: tuple[type, ...] = ()
+    scan: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,11 +134,13 @@ def factory(eager: bool = True, scope: str = SINGLETON) -> Callable[[C], C]:
     return decorate
 
 
-def module(imports: Sequence[type] = ()) -> Callable[[C], C]:
+def module(imports: Sequence[type] = (), scan: bool = True) -> Callable[[C], C]:
     """Declare a module: a singleton bean whose Python package (and subpackages) is scanned.
 
     Args:
         imports: other modules whose registrations this module adds.
+        scan: False registers only the module class itself and its `@create` methods (for
+            library modules whose package holds more than the app should get).
     """
 
     def decorate(cls: C) -> C:
@@ -150,7 +153,7 @@ def module(imports: Sequence[type] = ()) -> Callable[[C], C]:
                     f"@module(imports=...) of {cls.__qualname__} lists {imported!r}, "
                     "which is not a @module() class.\nHint: import module classes only."
                 )
-        return _mark_class(cls, BeanDescriptor("module", True, SINGLETON, tuple(imports)))
+        return _mark_class(cls, BeanDescriptor("module", True, SINGLETON, tuple(imports), scan))
 
     return decorate
 

@@ -16,6 +16,7 @@ import logging
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import Token
 from typing import Any, TypeVar
 
 import injector
@@ -95,7 +96,8 @@ class Environment:
         self.configuration: ConfigurationManager = configuration or (
             parent.configuration if parent else ConfigurationManager()
         )
-        context_scope = parent._scopes[CONTEXT] if parent else ContextScope()
+        context_scope = ContextScope() if parent is None else parent._context_scope
+        self._context_scope: ContextScope = context_scope
         self._scopes: dict[str, Scope] = {
             REQUEST: RequestScope(),
             THREAD: ThreadScope(),
@@ -111,6 +113,7 @@ class Environment:
         self._awaiting_running: list[tuple[Any, Hooks]] = []
         self._pending_async: list[Callable[[], Awaitable[Any]]] = []
         self._post_processors: list[PostProcessor] = []
+        self._shutdown_hooks: list[Callable[[], Any]] = []
         self._running = False
         self._closed = False
         self.injector: injector.Injector | None = None
@@ -291,14 +294,36 @@ class Environment:
         Context-scoped beans resolved inside are created once per context, and their
         `@on_destroy` hooks run (newest first) when the block ends.
         """
-        scope = self._scopes[CONTEXT]
-        assert isinstance(scope, ContextScope)
-        token = scope.enter()
+        token = self.enter_context()
         try:
             yield
         finally:
-            for instance in scope.exit(token):
-                _destroy(instance, hooks_of(type(instance)), sync_only=True)
+            self.exit_context(token)
+
+    def enter_context(self) -> Token[Any]:
+        """Open a `context` scope (the explicit form of `with environment.context():`)."""
+        return self._context_scope.enter()
+
+    def exit_context(self, token: Token[Any]) -> None:
+        """Close the scope `enter_context` opened, running its beans' destroy hooks."""
+        for instance in self._context_scope.exit(token):
+            _destroy(instance, hooks_of(type(instance)), sync_only=True)
+
+    def add_shutdown_hook(self, hook: Callable[[], Any]) -> None:
+        """Run `hook` when shutdown begins, before any `@on_destroy` (newest hook first).
+
+        For beans that must quiesce while everything they use still exists, e.g. a consumer
+        that stops taking messages before the services its listeners call are destroyed.
+        """
+        self._shutdown_hooks.append(hook)
+
+    def _run_shutdown_hooks(self) -> None:
+        hooks, self._shutdown_hooks = self._shutdown_hooks, []
+        for hook in reversed(hooks):
+            try:
+                hook()
+            except Exception:
+                logger.exception("shutdown hook %r failed", hook)
 
     async def start(self) -> None:
         """Await the async `@on_init` and `@on_running` hooks (in creation order)."""
@@ -308,6 +333,7 @@ class Environment:
 
     async def stop(self) -> None:
         """Run every `@on_destroy` hook, awaiting async ones, newest instance first; then close."""
+        self._run_shutdown_hooks()
         for instance, hooks in self._close():
             for name in hooks.destroy:
                 try:
@@ -318,7 +344,9 @@ class Environment:
                     logger.exception("@on_destroy %s.%s failed", type(instance).__qualname__, name)
 
     def shutdown(self) -> None:
-        """Run every `@on_destroy` hook, newest instance first, and close the environment."""
+        """Run the shutdown hooks, then every `@on_destroy` hook (newest instance first), and
+        close the environment."""
+        self._run_shutdown_hooks()
         if any(hooks.async_names & set(hooks.destroy) for _, hooks in self._destroyables):
             try:
                 asyncio.get_running_loop()

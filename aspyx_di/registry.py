@@ -147,6 +147,9 @@ def _module_classes(root: type, seen: set[type]) -> Iterator[type]:
         )
     for imported in descriptor.imports:
         yield from _module_classes(imported, seen)
+    if not descriptor.scan:
+        yield root
+        return
     for cls in _decorated_classes(_python_modules(root)):
         if bean_descriptor(cls).kind != "module" or cls is root:  # type: ignore[union-attr]
             yield cls

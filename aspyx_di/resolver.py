@@ -74,8 +74,14 @@ class Resolver:
         self._visiting: dict[Registration, None] = {}  # the compile stack, ordered
 
     def candidates(self, key: Any) -> list[Registration]:
-        """Registrations that could provide `key` (exact ones win over subclasses)."""
+        """Registrations that could provide `key` (exact ones win over subclasses).
+
+        A parametrized generic (`Listener[Event]`) is looked up by its class (`Listener`).
+        """
         found = self.exact.get(key) or self.by_base.get(key)
+        origin = getattr(key, "__origin__", None)
+        if found is None and isinstance(origin, type):
+            found = self.exact.get(origin) or self.by_base.get(origin)
         if found is None and getattr(key, "_is_protocol", False):
             found = _structural_candidates(key, self.registrations)
         return found or []

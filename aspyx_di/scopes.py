@@ -60,6 +60,9 @@ class _ContextState:
         self.order: list[Any] = []
 
 
+_OPENED = _ContextState()  # marks an entered context that has no instances yet
+
+
 class ContextScope(Scope):
     """One instance per entered context, bound to the current `contextvars` context.
 
@@ -72,6 +75,9 @@ class ContextScope(Scope):
 
     def get(self, key: object, create: Callable[[], T]) -> T:
         state = self._state.get()
+        if state is _OPENED:  # first bean of this context: make its state now
+            state = _ContextState()
+            self._state.set(state)
         if state is None:
             raise ScopeError(
                 f"{getattr(key, '__qualname__', key)} is context-scoped, but no context is "
@@ -85,13 +91,13 @@ class ContextScope(Scope):
 
     def enter(self) -> Token[_ContextState | None]:
         """Open a new, empty context in the current `contextvars` context."""
-        return self._state.set(_ContextState())
+        return self._state.set(_OPENED)  # state is made on first use: most contexts stay empty
 
     def exit(self, token: Token[_ContextState | None]) -> list[Any]:
         """Close the context opened by `token`; returns its instances, newest first."""
         state = self._state.get()
         self._state.reset(token)
-        return list(reversed(state.order)) if state is not None else []
+        return state.order[::-1] if state is not None and state.order else []
 
     @property
     def active(self) -> bool:

@@ -64,6 +64,11 @@ class Delivery(ABC):
         """
 
 
+SENT: Future[None] = Future()
+"""A future that is already done: providers return it for sends that completed synchronously,
+and callers may skip waiting when they get it (`future is SENT`)."""
+SENT.set_result(None)
+
 DeliveryCallback = Callable[[Delivery], None]
 """Called on the provider's I/O thread for every delivery; it must return quickly and never
 block: it hands the delivery to a worker and settles it later."""
@@ -94,6 +99,11 @@ class Provider(ABC):
 
     server_name: str
     """The unique name of this process, appended to per-process groups."""
+
+    inline_dispatch: bool = False
+    """True when callbacks run on delivery threads of the provider's own that may block (one
+    per group member, as in the local provider): the manager then runs sync listeners on them
+    directly. False (brokers): callbacks run on an I/O thread and the manager hands off."""
 
     @abstractmethod
     def start(self) -> None:

@@ -61,3 +61,13 @@ def test_injection_methods_values_and_post_processors() -> None:
     assert configured.host == "127.0.0.1"
     seen = environment.get(injection.Seen).instances
     assert configured in seen and environment.get(injection.Clock) in seen
+
+
+def test_shutdown_hooks_run_before_destroy_hooks() -> None:
+    lifecycle.events.clear()
+    environment = Environment(lifecycle.LifecycleModule)
+    environment.add_shutdown_hook(lambda: lifecycle.events.append("first hook"))
+    environment.add_shutdown_hook(lambda: lifecycle.events.append("second hook"))
+    lifecycle.events.clear()
+    environment.shutdown()
+    assert lifecycle.events[:3] == ["second hook", "first hook", "AsyncWorker.async on_destroy"]

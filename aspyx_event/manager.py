@@ -1,0 +1,204 @@
+"""The `EventManager`: sends events and delivers them to the environment's listeners."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from typing import Any
+
+from aspyx_di import Environment, inject_environment, on_destroy, on_running
+
+from .codec import Codec, JsonCodec
+from .dispatch import ErrorHandler, InFlight, ListenerDispatch
+from .envelope import Envelope, new_envelope
+from .errors import EventError
+from .event import EventDescriptor, describe_event
+from .listener import EventListener, EventListenerDescriptor, describe_listener
+from .pipeline import EnvelopePipeline
+from .provider import SENT, Provider, Subscription
+
+logger = logging.getLogger(__name__)
+
+
+class EventManager:
+    """Sends events through a provider and delivers them to the environment's listeners.
+
+    Created by `EventModule` from configuration, or by an app's own `@create()` method as
+    `EventManager(LocalProvider())`. It starts when the environment runs (every
+    `@event_listener` bean is subscribed, its group being the listener's name) and stops with
+    it, letting in-flight deliveries finish first.
+
+    Args:
+        provider: the transport.
+        codec: how events become bodies (default: JSON through pydantic).
+        prefetch: unacknowledged deliveries a listener may hold at once.
+        drain_timeout: seconds shutdown waits for in-flight deliveries.
+    """
+
+    def __init__(
+        self,
+        provider: Provider,
+        *,
+        codec: Codec | None = None,
+        prefetch: int = 100,
+        drain_timeout: float = 30.0,
+    ) -> None:
+        self.provider = provider
+        self.codec = codec or JsonCodec()
+        self.prefetch = prefetch
+        self.drain_timeout = drain_timeout
+        self.environment: Environment | None = None
+        self._pipelines: tuple[EnvelopePipeline, ...] = ()
+        self._error_handlers: tuple[ErrorHandler, ...] = ()
+        self._descriptors: dict[type, EventDescriptor] = {}
+        self._dispatches: list[ListenerDispatch] = []
+        self._in_flight = InFlight()
+        self._lock = threading.Lock()
+        self._state = "new"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: threading.Thread | None = None
+
+    @inject_environment()
+    def set_environment(self, environment: Environment) -> None:
+        """Called by the environment that created the manager."""
+        self.environment = environment
+
+    @on_running()
+    def start(self) -> None:
+        """Subscribe every listener of the environment and start the provider (idempotent)."""
+        with self._lock:
+            if self._state != "new":
+                return
+            environment = self._require_environment()
+            self._pipelines = tuple(environment.get(list[EnvelopePipeline]))
+            self._error_handlers = tuple(environment.get(list[ErrorHandler]))
+            for listener in environment.get(list[EventListener[Any]]):
+                self._subscribe(listener, describe_listener(type(listener)))
+            self.provider.start()
+            self._state = "running"
+            environment.add_shutdown_hook(self.stop)  # stop consuming before beans are destroyed
+        logger.info(
+            "event manager running on %s with %d listener(s)",
+            type(self.provider).__name__,
+            len(self._dispatches),
+        )
+
+    def _subscribe(self, listener: EventListener[Any], descriptor: EventListenerDescriptor) -> None:
+        assert self.environment is not None
+        dispatch = ListenerDispatch(
+            listener,
+            descriptor,
+            environment=self.environment,
+            codec=self.codec,
+            pipelines=self._pipelines,
+            report=self._report,
+            in_flight=self._in_flight,
+        )
+        dispatch.attach(self.provider.inline_dispatch, self._event_loop)
+        subscription = Subscription(
+            event=descriptor.event.name,
+            group=descriptor.group(self.provider.server_name),
+            durable=descriptor.event.durable,
+            per_process=descriptor.per_process,
+            prefetch=self.prefetch,
+        )
+        self.provider.subscribe(subscription, dispatch)
+        self._dispatches.append(dispatch)
+
+    @on_destroy()
+    def stop(self) -> None:
+        """Stop consuming, let in-flight deliveries finish (up to `drain_timeout`), disconnect."""
+        with self._lock:
+            if self._state != "running":
+                return
+            self._state = "stopping"
+        self.provider.pause()
+        if not self._in_flight.wait_idle(self.drain_timeout):
+            logger.warning(
+                "deliveries still running after %.1fs; stopping anyway", self.drain_timeout
+            )
+        self.provider.stop()
+        for dispatch in self._dispatches:
+            dispatch.close()
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            if self._loop_thread is not None:
+                self._loop_thread.join(timeout=5)
+            if not self._loop.is_running():
+                self._loop.close()
+        self._state = "stopped"
+
+    def send_event(self, event: Any) -> None:
+        """Send `event` to every listener group; callable from any thread, listeners included.
+
+        For a durable event it returns once the broker accepted the message.
+
+        Raises:
+            UnknownEventError: `event` is not an instance of an `@event()` class.
+            ProviderError: the provider could not send it (nothing was reported as sent).
+        """
+        envelope, durable = self._prepare(event)
+        if durable and self._on_own_loop():
+            raise EventError(
+                "send_event() of a durable event would block the event loop it runs on.\n"
+                "Hint: in async listeners use `await event_manager.send_event_async(event)`."
+            )
+        future = self.provider.send(envelope, durable)
+        if future is not SENT and (durable or future.done()):
+            future.result()  # raises the provider error; a pending non-durable send finishes later
+
+    async def send_event_async(self, event: Any) -> None:
+        """The asyncio form of `send_event`: awaits the broker's acceptance without blocking."""
+        envelope, _durable = self._prepare(event)
+        await asyncio.wrap_future(self.provider.send(envelope, _durable))
+
+    def _prepare(self, event: Any) -> tuple[Envelope, bool]:
+        descriptor = self._descriptors.get(type(event))
+        if descriptor is None:
+            descriptor = self._descriptors[type(event)] = describe_event(type(event))
+        if self._state == "new" and self.environment is not None:
+            self.start()  # a bean sends before the environment finished: start early
+        envelope = new_envelope(self.codec.encode(event, descriptor), descriptor.name)
+        for pipeline in self._pipelines:
+            pipeline.send(envelope, descriptor)
+        return envelope, descriptor.durable
+
+    def _report(
+        self, error: Exception, envelope: Envelope, listener: EventListenerDescriptor
+    ) -> None:
+        logger.error(
+            "listener %s failed on event %s (message %s): %s",
+            listener.name,
+            envelope.event_name,
+            envelope.message_id,
+            error,
+            exc_info=error,
+        )
+        for handler in self._error_handlers:
+            try:
+                handler.handle_error(error, envelope, listener)
+            except Exception:
+                logger.exception("error handler %s failed", type(handler).__name__)
+
+    def _event_loop(self) -> asyncio.AbstractEventLoop:
+        """The manager's own loop for async listeners, started on first use."""
+        if self._loop is None:
+            loop = asyncio.new_event_loop()
+            self._loop_thread = threading.Thread(
+                target=loop.run_forever, name="event-manager-loop", daemon=True
+            )
+            self._loop_thread.start()
+            self._loop = loop
+        return self._loop
+
+    def _on_own_loop(self) -> bool:
+        return self._loop_thread is not None and threading.current_thread() is self._loop_thread
+
+    def _require_environment(self) -> Environment:
+        if self.environment is None:
+            raise EventError(
+                "this EventManager was not created by an Environment, so it has no listeners.\n"
+                "Hint: create it in a @create() method of a module, or import EventModule."
+            )
+        return self.environment
