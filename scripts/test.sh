@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: brokers (installed and started by
+# scripts/brokers.sh), a virtualenv with every extra, lint, types, then every test with
+# the brokers required. Brokers this script started are stopped again at the end.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+VENV="${VENV:-$REPO/.venv}"
+PYTHON="${PYTHON:-python3}"
+
+if bash scripts/brokers.sh status >/dev/null 2>&1; then
+  started_brokers=0
+else
+  started_brokers=1
+  bash scripts/brokers.sh start
+fi
+stop_brokers() {
+  if [ "$started_brokers" = 1 ] && [ "${KEEP_BROKERS:-0}" != 1 ]; then
+    bash scripts/brokers.sh stop || true
+  fi
+}
+trap stop_brokers EXIT
+
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet -e ".[all,dev]"
+
+echo "== lint"
+"$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
+echo "== types"
+"$VENV/bin/mypy" aspyx_di aspyx_event
+echo "== tests"
+BROKERS_REQUIRED=1 "$VENV/bin/python" -m pytest "$@"

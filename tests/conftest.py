@@ -1,0 +1,41 @@
+"""Shared test configuration: the broker gate.
+
+Tests marked `broker` need the brokers of scripts/brokers.sh. When BROKERS_REQUIRED=1 (the
+README's test command and CI set it) a missing broker FAILS those tests; otherwise they are
+skipped with the command that starts the brokers.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+BROKER_PORTS = {"RabbitMQ AMQP": 5672, "RabbitMQ STOMP": 61613, "ActiveMQ STOMP": 61614}
+
+
+def _reachable(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def brokers_required() -> bool:
+    """The environment says broker tests must run (CI, the README's test command)."""
+    return os.environ.get("BROKERS_REQUIRED") == "1"
+
+
+@pytest.fixture(autouse=True)
+def _broker_gate(request: pytest.FixtureRequest) -> None:
+    if request.node.get_closest_marker("broker") is None:
+        return
+    missing = [name for name, port in BROKER_PORTS.items() if not _reachable(port)]
+    if not missing:
+        return
+    message = f"brokers not reachable: {', '.join(missing)}. Hint: bash scripts/brokers.sh start"
+    if brokers_required():
+        pytest.fail(message)
+    pytest.skip(message)
