@@ -1,8 +1,10 @@
 """The in-process provider: the embedded default, with the same group semantics as a broker.
 
-URL: `local://` (no options). Every event name has one queue per subscribed group; each
-member of a group runs its own delivery thread pulling from the group's queue, so members
-compete and a slow group never holds back another. A delivery leaves the queue for good only
+URL: `local://` (no options). A `LocalBroker` holds one queue per event and subscribed group;
+each member of a group runs its own delivery thread pulling from the group's queue, so members
+compete and a slow group never holds back another. Every provider has a private broker unless
+several are given the same one (`LocalProvider(broker=shared)`), which is how tests run
+"several processes" in one. A delivery leaves the queue for good only
 when acknowledged; a rejected one is put back (after `redelivery_delay`) and comes again.
 
 Guarantees and limits: at-least-once within the process; nothing survives the process, so
@@ -21,8 +23,7 @@ import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from queue import SimpleQueue
-from typing import cast
+from queue import Empty, SimpleQueue
 
 from aspyx_event.envelope import Envelope
 from aspyx_event.errors import ProviderConnectionError
@@ -30,7 +31,7 @@ from aspyx_event.provider import SENT, Delivery, DeliveryCallback, Provider, Sub
 
 logger = logging.getLogger(__name__)
 
-_STOP = object()
+_IDLE_POLL = 0.2  # seconds an idle member waits before looking at its stop flag again
 
 
 class _Credit:
@@ -54,8 +55,32 @@ class _Group:
 
     def __init__(self, subscription: Subscription) -> None:
         self.subscription = subscription
-        self.queue: SimpleQueue[object] = SimpleQueue()
-        self.members: list[_Member] = []
+        self.queue: SimpleQueue[tuple[Envelope, bool]] = SimpleQueue()
+
+
+class LocalBroker:
+    """In-process queues by event and group; providers attached to one broker share them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._groups: dict[str, dict[str, _Group]] = {}  # event name -> group name -> group
+
+    def group(self, subscription: Subscription) -> _Group:
+        """The group's queue, created on the first subscription (like a broker's queue)."""
+        with self._lock:
+            groups = self._groups.setdefault(subscription.event, {})
+            found = groups.get(subscription.group)
+            if found is None:
+                found = groups[subscription.group] = _Group(subscription)
+            return found
+
+    def publish(self, envelope: Envelope) -> None:
+        """Put `envelope` on the queue of every group of its event."""
+        groups = self._groups.get(envelope.event_name)
+        if groups:
+            item = (envelope, False)
+            for group in list(groups.values()):
+                group.queue.put(item)
 
 
 class _LocalDelivery(Delivery):
@@ -84,36 +109,45 @@ class _LocalDelivery(Delivery):
 class _Member:
     """One subscriber of a group: a thread delivering from the group's queue to a callback."""
 
-    def __init__(self, provider: LocalProvider, group: _Group, callback: DeliveryCallback) -> None:
-        self.provider = provider
+    def __init__(self, group: _Group, callback: DeliveryCallback, redelivery_delay: float) -> None:
         self.group = group
         self.callback = callback
+        self.redelivery_delay = redelivery_delay
         self.credit = _Credit(group.subscription.prefetch)
-        self.thread = threading.Thread(
-            target=self._run, name=f"local-{group.subscription.queue}", daemon=True
-        )
+        self.running = False
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self.thread is None or not self.thread.is_alive():
+            self.running = True
+            self.thread = threading.Thread(
+                target=self._run, name=f"local-{self.group.subscription.queue}", daemon=True
+            )
+            self.thread.start()
 
     def requeue(self, envelope: Envelope) -> None:
         item = (envelope, True)
-        delay = self.provider.redelivery_delay
-        if delay <= 0:
+        if self.redelivery_delay <= 0:
             self.group.queue.put(item)
             return
-        timer = threading.Timer(delay, self.group.queue.put, (item,))
+        timer = threading.Timer(self.redelivery_delay, self.group.queue.put, (item,))
         timer.daemon = True
         timer.start()
 
     def _run(self) -> None:
         queue, callback, credit = self.group.queue, self.callback, self.credit
-        while True:
+        while self.running:
             credit.acquire()
-            item = queue.get()
-            if item is _STOP or self.provider.paused:
+            try:
+                item = queue.get(timeout=_IDLE_POLL)
+            except Empty:
                 credit.release()
-                if item is not _STOP:
-                    queue.put(item)  # not ours to deliver any more: leave it for the group
+                continue
+            if not self.running:  # paused while waiting: the message stays with the group
+                credit.release()
+                queue.put(item)
                 return
-            envelope, redelivered = cast(tuple[Envelope, bool], item)
+            envelope, redelivered = item
             copy = Envelope(envelope.body, dict(envelope.headers))  # groups never share headers
             try:
                 callback(_LocalDelivery(self, copy, redelivered))
@@ -121,86 +155,58 @@ class _Member:
                 logger.exception("delivery callback for %s failed", self.group.subscription.queue)
 
 
-def _drop_stop_markers(queue: SimpleQueue[object]) -> None:
-    """Remove the markers a previous `pause` left behind, keeping the order of the rest."""
-    items = []
-    while not queue.empty():
-        items.append(queue.get_nowait())
-    for item in items:
-        if item is not _STOP:
-            queue.put(item)
-
-
 class LocalProvider(Provider):
     """In-process provider (see module docstring).
 
     Args:
         server_name: this process's name for per-process groups (default: host-pid).
+        broker: the in-process broker to attach to (default: a private one).
         redelivery_delay: seconds before a rejected delivery is offered again.
     """
 
     inline_dispatch = True
 
-    def __init__(self, server_name: str | None = None, *, redelivery_delay: float = 0.05) -> None:
+    def __init__(
+        self,
+        server_name: str | None = None,
+        *,
+        broker: LocalBroker | None = None,
+        redelivery_delay: float = 0.05,
+    ) -> None:
         self.server_name = server_name or f"{socket.gethostname()}-{os.getpid()}"
+        self.broker = broker or LocalBroker()
         self.redelivery_delay = redelivery_delay
-        self.paused = False
+        self._members: list[_Member] = []
         self._started = False
         self._stopped = False
-        self._lock = threading.Lock()
-        self._groups: dict[str, dict[str, _Group]] = {}  # event name -> group name -> group
 
     def start(self) -> None:
-        with self._lock:
-            self._started, self._stopped, self.paused = True, False, False
-            groups = [g for by_name in self._groups.values() for g in by_name.values()]
-        for group in groups:
-            _drop_stop_markers(group.queue)
-        for member in [m for g in groups for m in g.members]:
-            if not member.thread.is_alive():
-                member.thread = threading.Thread(
-                    target=member._run, name=member.thread.name, daemon=True
-                )
-                member.thread.start()
+        self._started, self._stopped = True, False
+        for member in self._members:
+            member.start()
 
     def pause(self) -> None:
-        self.paused = True
-        for groups in list(self._groups.values()):
-            for group in list(groups.values()):
-                for _ in group.members:
-                    group.queue.put(_STOP)
+        for member in self._members:
+            member.running = False
 
     def stop(self) -> None:
         self.pause()
-        with self._lock:
-            self._stopped, self._started = True, False
-            members = [
-                m for groups in self._groups.values() for g in groups.values() for m in g.members
-            ]
-        for member in members:
-            if member.thread.is_alive() and member.thread is not threading.current_thread():
-                member.thread.join(timeout=30)
+        self._started, self._stopped = False, True
+        for member in self._members:
+            thread = member.thread
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=30)
 
     def subscribe(self, subscription: Subscription, callback: DeliveryCallback) -> None:
-        with self._lock:
-            groups = self._groups.setdefault(subscription.event, {})
-            group = groups.get(subscription.group)
-            if group is None:
-                group = groups[subscription.group] = _Group(subscription)
-            member = _Member(self, group, callback)
-            group.members.append(member)
-            started = self._started
-        if started:
-            member.thread.start()
+        member = _Member(self.broker.group(subscription), callback, self.redelivery_delay)
+        self._members.append(member)
+        if self._started:
+            member.start()
 
     def send(self, envelope: Envelope, durable: bool) -> Future[None]:
         if self._stopped:
             raise ProviderConnectionError(
                 "the local provider is stopped.\nHint: send events while the environment runs."
             )
-        groups = self._groups.get(envelope.event_name)
-        if groups:
-            item = (envelope, False)
-            for group in groups.values():
-                group.queue.put(item)
+        self.broker.publish(envelope)
         return SENT  # the send completed synchronously
