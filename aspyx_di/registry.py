@@ -147,11 +147,11 @@ def _module_classes(root: type, seen: set[type]) -> Iterator[type]:
         )
     for imported in descriptor.imports:
         yield from _module_classes(imported, seen)
+    yield root  # always, even when it is not found by scanning (defined in a function)
     if not descriptor.scan:
-        yield root
         return
     for cls in _decorated_classes(_python_modules(root)):
-        if bean_descriptor(cls).kind != "module" or cls is root:  # type: ignore[union-attr]
+        if bean_descriptor(cls).kind != "module":  # type: ignore[union-attr]
             yield cls
 
 

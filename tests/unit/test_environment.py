@@ -11,6 +11,7 @@ from aspyx_di import (
     DecoratorError,
     Environment,
     UnresolvableTypeError,
+    create,
     injectable,
     module,
 )
@@ -159,3 +160,19 @@ def test_concurrent_gets_create_each_singleton_exactly_once() -> None:
     assert events.count("Lazy()") == 1
     assert len({id(r) for r in results}) == 1
     environment.shutdown()
+
+
+class Token:
+    pass
+
+
+def test_a_module_defined_inside_a_function_is_registered_with_its_create_methods() -> None:
+    @module()
+    class LocalModule:
+        @create()
+        def token(self) -> Token:
+            return Token()
+
+    environment = Environment(LocalModule)
+    assert isinstance(environment.get(Token), Token)
+    assert isinstance(environment.get(LocalModule), LocalModule)
