@@ -123,7 +123,7 @@ class Environment:
         self._resolver.check_scopes(self._scopes)
         self.injector = self._build_injector(injector_modules)
         for registration in registrations:  # compiling validates the whole graph now
-            self._resolver.registration_maker(registration, ())
+            self._resolver.registration_maker(registration)
         self._create_eager(registrations)
 
     def get(self, type_: type[T]) -> T:
@@ -255,7 +255,7 @@ class Environment:
         """Hooks for what a @create method or a factory returned (its runtime class decides)."""
         hooks = hooks_of(type(instance))
         if not hooks.empty or self._post_processors:
-            injections = self._resolver.injection_makers(type(instance), hooks, ())
+            injections = self._resolver.injection_makers(type(instance), hooks)
             self._initialize(instance, hooks, injections, keep)
         return instance
 
@@ -280,7 +280,7 @@ class Environment:
         processors = self._resolver.by_base.get(PostProcessor, [])
         eager = [r for r in registrations if r.eager and r.scope == SINGLETON]
         for registration in [*processors, *eager]:  # post processors first: they see the rest
-            self._resolver.registration_maker(registration, ())()
+            self._resolver.registration_maker(registration)()
         self._running = True
         awaiting, self._awaiting_running = self._awaiting_running, []
         for instance, hooks in awaiting:

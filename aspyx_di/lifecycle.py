@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -55,15 +56,20 @@ def hooks_of(cls: type) -> Hooks:
     return found
 
 
-_plans: WeakKeyDictionary[type, tuple[tuple[Param, ...], Hooks]] = WeakKeyDictionary()
+PLAN_ATTR = "__aspyx_plan__"
 
 
 def class_plan(cls: type) -> tuple[tuple[Param, ...], Hooks]:
-    """A class's constructor parameters and hooks: what building it needs, read once."""
-    plan = _plans.get(cls)
+    """A class's constructor parameters and hooks: what building it needs, read once.
+
+    Kept on the class itself (like dataclass fields): one dict lookup on every later build.
+    """
+    plan: tuple[tuple[Param, ...], Hooks] | None = cls.__dict__.get(PLAN_ATTR)
     if plan is None:
         init = constructor_of(cls)
-        plan = _plans[cls] = (parameters(init) if init is not None else (), hooks_of(cls))
+        plan = (parameters(init) if init is not None else (), hooks_of(cls))
+        with contextlib.suppress(AttributeError, TypeError):  # a metaclass may refuse it
+            setattr(cls, PLAN_ATTR, plan)
     return plan
 
 

@@ -148,11 +148,27 @@ def _module_classes(root: type, seen: set[type]) -> Iterator[type]:
     for imported in descriptor.imports:
         yield from _module_classes(imported, seen)
     yield root  # always, even when it is not found by scanning (defined in a function)
-    if not descriptor.scan:
-        return
-    for cls in _decorated_classes(_python_modules(root)):
-        if bean_descriptor(cls).kind != "module":  # type: ignore[union-attr]
-            yield cls
+    if descriptor.scan:
+        yield from scanned_classes(root)
+
+
+_scanned: WeakKeyDictionary[type, tuple[type, ...]] = WeakKeyDictionary()
+
+
+def scanned_classes(root: type) -> tuple[type, ...]:
+    """The decorated classes of a module's package (other modules excluded).
+
+    Scanned once per module class and process: packages are imported once, so a second
+    environment of the same module does not walk them again.
+    """
+    found = _scanned.get(root)
+    if found is None:
+        found = _scanned[root] = tuple(
+            cls
+            for cls in _decorated_classes(_python_modules(root))
+            if bean_descriptor(cls).kind != "module"  # type: ignore[union-attr]
+        )
+    return found
 
 
 def _registered_in(provided: list[Any]) -> Callable[[type], bool]:

@@ -86,19 +86,19 @@ class Resolver:
             found = _structural_candidates(key, self.registrations)
         return found or []
 
-    def maker(self, key: Any, path: tuple[Any, ...] = ()) -> Maker | None:
+    def maker(self, key: Any) -> Maker | None:
         """The maker for `key`, or None if neither this environment nor its parents know it."""
         maker = self.makers.get(key)
         if maker is not None:
             return maker
         if getattr(key, "__origin__", None) is list:
-            maker = self._list_maker(get_args(key)[0], path)
+            maker = self._list_maker(get_args(key)[0])
         else:
             found = self.candidates(key)
             if len(found) > 1:
-                raise AmbiguousDependencyError(key, [r.provides for r in found], path)
+                raise AmbiguousDependencyError(key, [r.provides for r in found], self.path())
             if found:
-                maker = self.registration_maker(found[0], path)
+                maker = self.registration_maker(found[0])
                 if found[0].scope == SINGLETON:
                     self.singleton_keys.add(key)
             else:
@@ -128,15 +128,19 @@ class Resolver:
             return lambda: injector.get(key)
         return None
 
-    def _list_maker(self, element: Any, path: tuple[Any, ...]) -> Maker:
-        makers = [self.registration_maker(r, path) for r in self.candidates(element)]
+    def _list_maker(self, element: Any) -> Maker:
+        makers = [self.registration_maker(r) for r in self.candidates(element)]
         parent = self._environment.parent
-        inherited = parent._resolver.maker(list[element], path) if parent else None
+        inherited = parent._resolver.maker(list[element]) if parent else None
         if inherited is not None:
             return lambda: [*inherited(), *(m() for m in makers)]
         return lambda: [m() for m in makers]
 
-    def registration_maker(self, registration: Registration, path: tuple[Any, ...]) -> Maker:
+    def path(self) -> tuple[Any, ...]:
+        """The types being compiled right now, outermost first (for error messages)."""
+        return tuple(r.provides for r in self._visiting)
+
+    def registration_maker(self, registration: Registration) -> Maker:
         """The maker of one registration, compiled on first use (this is where cycles show)."""
         maker = self._by_registration.get(registration)
         if maker is not None:
@@ -147,14 +151,14 @@ class Resolver:
             raise CyclicDependencyError([*cycle, registration.provides])
         visiting[registration] = None
         try:
-            construct = self._construct(registration, (*path, registration.provides))
+            construct = self._construct(registration)
         finally:
             del visiting[registration]
         maker = self._environment._scoped(registration, construct)
         self._by_registration[registration] = maker
         return maker
 
-    def _construct(self, registration: Registration, path: tuple[Any, ...]) -> Maker:
+    def _construct(self, registration: Registration) -> Maker:
         kind = registration.kind
         if kind == "instance":
             instance = registration.target
@@ -163,26 +167,27 @@ class Resolver:
         if kind == "class":
             cls = registration.target
             params, hooks = class_plan(cls)
-            initialize = self._initializer(cls, hooks, path, keep)
-            return self._call(cls, cls, params, path, initialize=initialize)
-        owner = self._owner_maker(registration, path)
+            initialize = None
+            if not hooks.empty or self._environment._has_post_processors:
+                initialize = self._initializer(cls, hooks, keep)
+            return self._call(cls, cls, params, initialize=initialize)
+        owner = self._owner_maker(registration)
         product = self._environment._initialize_product
         if kind == "factory":
             return lambda: product(owner().create(), keep)
         func = registration.target
-        call = self._call(registration.provides, func, parameters(func), path, owner=owner)
+        call = self._call(registration.provides, func, parameters(func), owner=owner)
         return lambda: product(call(), keep)
 
-    def _owner_maker(self, registration: Registration, path: tuple[Any, ...]) -> Maker:
+    def _owner_maker(self, registration: Registration) -> Maker:
         owners = [r for r in self.exact.get(registration.owner, []) if r.kind == "class"]
-        return self.registration_maker(owners[0], path)
+        return self.registration_maker(owners[0])
 
     def _call(
         self,
         requester: Any,
         func: Callable[..., Any],
         params: tuple[Param, ...],
-        path: tuple[Any, ...],
         *,
         initialize: Callable[[Any], None] | None = None,
         owner: Maker | None = None,
@@ -191,7 +196,7 @@ class Resolver:
         keywords: dict[str, Maker] = {}
         makers = self.makers
         for param in params:
-            maker = makers.get(param.annotation) or self.parameter_maker(requester, param, path)
+            maker = makers.get(param.annotation) or self.parameter_maker(requester, param)
             if maker is None:
                 continue
             if param.keyword_only or (keywords and not param.keyword_only):
@@ -200,7 +205,7 @@ class Resolver:
                 positional.append(maker)
         return _specialize(func, positional, keywords, initialize)
 
-    def parameter_maker(self, requester: Any, param: Param, path: tuple[Any, ...]) -> Maker | None:
+    def parameter_maker(self, requester: Any, param: Param) -> Maker | None:
         """The maker for one parameter; None when it has a default and nothing provides it."""
         if param.annotation is EMPTY:
             if param.has_default:
@@ -209,28 +214,24 @@ class Resolver:
                 f"parameter {param.name!r} of {type_name(requester)} has no type annotation, "
                 "so nothing can be injected.\nHint: annotate it with the type to inject."
             )
-        maker = self.maker(param.annotation, path)
+        maker = self.maker(param.annotation)
         if maker is None and not param.has_default:
-            raise MissingDependencyError(requester, param.name, param.annotation, path)
+            raise MissingDependencyError(requester, param.name, param.annotation, self.path())
         return maker
 
-    def _initializer(
-        self, cls: type, hooks: Hooks, path: tuple[Any, ...], keep: bool
-    ) -> Callable[[Any], None] | None:
+    def _initializer(self, cls: type, hooks: Hooks, keep: bool) -> Callable[[Any], None]:
         environment = self._environment
-        if hooks.empty and not environment._has_post_processors:
-            return None
-        injections = self.injection_makers(cls, hooks, path)
+        injections = self.injection_makers(cls, hooks)
         return lambda instance: environment._initialize(instance, hooks, injections, keep)
 
     def injection_makers(
-        self, cls: type, hooks: Hooks, path: tuple[Any, ...]
+        self, cls: type, hooks: Hooks
     ) -> list[tuple[Injection, list[Maker | None]]]:
         """Each injection method with the makers of its parameters (only `@inject()` has any)."""
         return [
             (
                 inj,
-                [self.parameter_maker(cls, p, path) for p in inj.params]
+                [self.parameter_maker(cls, p) for p in inj.params]
                 if inj.descriptor.kind == "inject"
                 else [],
             )
