@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -30,6 +31,14 @@ class Codec(ABC):
     @abstractmethod
     def decode(self, body: str, descriptor: EventDescriptor, message_id: str = "") -> Any:
         """The event encoded in `body`."""
+
+    def encoder(self, descriptor: EventDescriptor) -> Callable[[Any], str]:
+        """`encode` bound to one event type (codecs may return something faster)."""
+        return lambda event: self.encode(event, descriptor)
+
+    def decoder(self, descriptor: EventDescriptor) -> Callable[[str, str], Any]:
+        """`decode(body, message_id)` bound to one event type."""
+        return lambda body, message_id: self.decode(body, descriptor, message_id)
 
 
 class JsonCodec(Codec):
@@ -74,6 +83,32 @@ class JsonCodec(Codec):
             return serializer.to_json(event).decode()
         except Exception as exc:  # pydantic raises several types for unserializable values
             raise EncodeError(f"cannot encode {descriptor.name}: {exc}") from exc
+
+    def encoder(self, descriptor: EventDescriptor) -> Callable[[Any], str]:
+        if descriptor.type not in self._serializers:
+            self._adapt(descriptor)
+        to_json = self._serializers[descriptor.type].to_json
+
+        def encode(event: Any) -> str:
+            try:
+                return to_json(event).decode()
+            except Exception as exc:
+                raise EncodeError(f"cannot encode {descriptor.name}: {exc}") from exc
+
+        return encode
+
+    def decoder(self, descriptor: EventDescriptor) -> Callable[[str, str], Any]:
+        if descriptor.type not in self._validators:
+            self._adapt(descriptor)
+        validate_json = self._validators[descriptor.type].validate_json
+
+        def decode(body: str, message_id: str) -> Any:
+            try:
+                return validate_json(body)
+            except Exception:  # the slow path builds the error with its details
+                return self.decode(body, descriptor, message_id)
+
+        return decode
 
     def decode(self, body: str, descriptor: EventDescriptor, message_id: str = "") -> Any:
         try:

@@ -85,7 +85,7 @@ class ListenerDispatch:
         self.listener = listener
         self.descriptor = descriptor
         self._environment = environment
-        self._codec = codec
+        self._decode_body = codec.decoder(descriptor.event)
         self._pipelines = tuple(pipelines)
         self._report = report
         self._in_flight = in_flight
@@ -122,7 +122,7 @@ class ListenerDispatch:
     def _decode(self, delivery: Delivery) -> Any:
         envelope = delivery.envelope
         try:
-            return self._codec.decode(envelope.body, self.descriptor.event, envelope.message_id)
+            return self._decode_body(envelope.body, envelope.message_id)
         except DecodeError as error:
             self._report(error, envelope, self.descriptor)
             delivery.reject(requeue=False)  # a poison message never gets better

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from aspyx_di import Environment, inject_environment, on_destroy, on_running
@@ -51,7 +52,8 @@ class EventManager:
         self.environment: Environment | None = None
         self._pipelines: tuple[EnvelopePipeline, ...] = ()
         self._error_handlers: tuple[ErrorHandler, ...] = ()
-        self._descriptors: dict[type, EventDescriptor] = {}
+        # per event type: its descriptor and encoder, looked up once
+        self._senders: dict[type, tuple[EventDescriptor, Callable[[Any], str]]] = {}
         self._dispatches: list[ListenerDispatch] = []
         self._in_flight = InFlight()
         self._lock = threading.Lock()
@@ -154,12 +156,14 @@ class EventManager:
         await asyncio.wrap_future(self.provider.send(envelope, _durable))
 
     def _prepare(self, event: Any) -> tuple[Envelope, bool]:
-        descriptor = self._descriptors.get(type(event))
-        if descriptor is None:
-            descriptor = self._descriptors[type(event)] = describe_event(type(event))
+        sender = self._senders.get(type(event))
+        if sender is None:
+            descriptor = describe_event(type(event))
+            sender = self._senders[type(event)] = (descriptor, self.codec.encoder(descriptor))
+        descriptor, encode = sender
         if self._state == "new" and self.environment is not None:
             self.start()  # a bean sends before the environment finished: start early
-        envelope = new_envelope(self.codec.encode(event, descriptor), descriptor.name)
+        envelope = new_envelope(encode(event), descriptor.name)
         for pipeline in self._pipelines:
             pipeline.send(envelope, descriptor)
         return envelope, descriptor.durable

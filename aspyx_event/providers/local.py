@@ -64,6 +64,7 @@ class LocalBroker:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._groups: dict[str, dict[str, _Group]] = {}  # event name -> group name -> group
+        self._targets: dict[str, tuple[_Group, ...]] = {}  # event name -> groups, copy on write
 
     def group(self, subscription: Subscription) -> _Group:
         """The group's queue, created on the first subscription (like a broker's queue)."""
@@ -72,15 +73,16 @@ class LocalBroker:
             found = groups.get(subscription.group)
             if found is None:
                 found = groups[subscription.group] = _Group(subscription)
+                self._targets[subscription.event] = tuple(groups.values())
             return found
 
     def publish(self, envelope: Envelope) -> None:
         """Put `envelope` on the queue of every group of its event."""
-        groups = self._groups.get(envelope.event_name)
+        groups = self._targets.get(envelope.event_name, ())
         if groups:
-            item = (envelope, False)
-            for group in list(groups.values()):
-                group.queue.put(item)
+            groups[0].queue.put((envelope, False))
+            for group in groups[1:]:  # every further group gets its own headers
+                group.queue.put((Envelope(envelope.body, dict(envelope.headers)), False))
 
 
 class _LocalDelivery(Delivery):
@@ -148,9 +150,8 @@ class _Member:
                 queue.put(item)
                 return
             envelope, redelivered = item
-            copy = Envelope(envelope.body, dict(envelope.headers))  # groups never share headers
             try:
-                callback(_LocalDelivery(self, copy, redelivered))
+                callback(_LocalDelivery(self, envelope, redelivered))
             except Exception:  # a broken callback must not end the member's thread
                 logger.exception("delivery callback for %s failed", self.group.subscription.queue)
 
