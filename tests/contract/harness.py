@@ -76,6 +76,7 @@ class Received:
     event: Any
     headers: dict[str, str]
     redelivered_count: int = 0
+    thread: str = ""
 
 
 @dataclass
@@ -180,7 +181,16 @@ def _listener_class(
         if spec.behaviour is not None:
             spec.behaviour(event_instance, attempts[key])
         headers = headers_seen.pop(threading.get_ident(), {})
-        received.put(Received(member_name, spec.name, event_instance, headers, attempts[key] - 1))
+        received.put(
+            Received(
+                member_name,
+                spec.name,
+                event_instance,
+                headers,
+                attempts[key] - 1,
+                threading.current_thread().name,
+            )
+        )
 
     cls = types.new_class(
         f"Listener{index}", (EventListener[Any],), {}, lambda ns: ns.update(on=on)

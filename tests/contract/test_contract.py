@@ -42,6 +42,10 @@ def test_body_and_headers_arrive_intact(target: BrokerTarget, members: list[Memb
     assert headers["event-name"] == event_type.__aspyx_event__.name
     assert headers["content-type"] == "application/json"
     assert headers["event-id"] and headers["event-timestamp"].isdigit()
+    expected_thread = "local-" if not target.url else "listener-"
+    assert received.thread.startswith(expected_thread), (
+        f"sync listeners run on a worker thread, not on a broker I/O thread: {received.thread}"
+    )
 
 
 def test_unicode_and_a_one_megabyte_payload(target: BrokerTarget, members: list[Member]) -> None:

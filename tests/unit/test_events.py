@@ -234,3 +234,13 @@ def test_codec_reports_a_clear_decode_error() -> None:
     assert caught.value.message_id == "m-1" and "OrderPlaced" in str(caught.value)
     with pytest.raises(DecodeError):
         JsonCodec().decode("not json", descriptor)
+
+
+def test_send_event_async_from_asyncio_code(app: Environment) -> None:
+    import asyncio  # noqa: PLC0415
+
+    async def send() -> None:
+        await app.get(EventManager).send_event_async(Ping(9))
+
+    asyncio.run(send())
+    assert app.get(Recorder).take("pongs")[0] == 10
