@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from aspyx_di import Environment, inject_environment, on_destroy, on_running
@@ -149,6 +149,27 @@ class EventManager:
         future = self.provider.send(envelope, durable)
         if future is not SENT and (durable or future.done()):
             future.result()  # raises the provider error; a pending non-durable send finishes later
+
+    def send_events(self, events: Iterable[Any]) -> None:
+        """Send many events with all of them in flight at once (the provider bounds the window);
+        returns once the broker accepted every durable one.
+
+        Raises:
+            ProviderError: the first failure; the other events were still sent, and the
+                ones that failed are listed in the log.
+        """
+        futures = []
+        for event in events:
+            envelope, durable = self._prepare(event)
+            if durable and self._on_own_loop():
+                raise EventError("send_events() would block the event loop it runs on.")
+            futures.append(self.provider.send(envelope, durable))
+        errors = [f.exception() for f in futures if f is not SENT and f.exception() is not None]
+        if errors:
+            logger.error(
+                "%d of %d events were not accepted: %s", len(errors), len(futures), errors[0]
+            )
+            raise errors[0]  # type: ignore[misc]
 
     async def send_event_async(self, event: Any) -> None:
         """The asyncio form of `send_event`: awaits the broker's acceptance without blocking."""

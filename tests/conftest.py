@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import pytest
 
@@ -33,6 +34,10 @@ def _broker_gate(request: pytest.FixtureRequest) -> None:
     if request.node.get_closest_marker("broker") is None:
         return
     missing = [name for name, port in BROKER_PORTS.items() if not _reachable(port)]
+    deadline = time.monotonic() + (90 if brokers_required() else 0)
+    while missing and time.monotonic() < deadline:  # a broker may be restarting
+        time.sleep(1)
+        missing = [name for name, port in BROKER_PORTS.items() if not _reachable(port)]
     if not missing:
         return
     message = f"brokers not reachable: {', '.join(missing)}. Hint: bash scripts/brokers.sh start"

@@ -244,3 +244,8 @@ def test_send_event_async_from_asyncio_code(app: Environment) -> None:
 
     asyncio.run(send())
     assert app.get(Recorder).take("pongs")[0] == 10
+
+
+def test_send_events_sends_a_batch(app: Environment) -> None:
+    app.get(EventManager).send_events([Ping(n) for n in range(5)])
+    assert sorted(app.get(Recorder).take("pongs")[0] for _ in range(5)) == [1, 2, 3, 4, 5]
