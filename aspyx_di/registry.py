@@ -51,7 +51,7 @@ def _python_modules(module_class: type) -> list[ModuleType]:
     if not package:
         return [home]
     root = sys.modules.get(package) or importlib.import_module(package)
-    found = [root]
+    found = [home, root]  # home may be __main__ (`python -m pkg.app`): not reachable by walking
     for info in pkgutil.walk_packages(getattr(root, "__path__", []), prefix=package + "."):
         if info.name.rsplit(".", 1)[-1].startswith("_"):
             continue  # private modules are implementation details, never scanned

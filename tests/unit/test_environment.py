@@ -176,3 +176,21 @@ def test_a_module_defined_inside_a_function_is_registered_with_its_create_method
     environment = Environment(LocalModule)
     assert isinstance(environment.get(Token), Token)
     assert isinstance(environment.get(LocalModule), LocalModule)
+
+
+def test_beans_of_a_module_run_with_python_dash_m_are_registered() -> None:
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
+
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.fixtures.mainrun.app"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "registered from __main__"
