@@ -44,6 +44,9 @@ def workers() -> Iterator[list[subprocess.Popen[str]]]:
             process.wait(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
+            process.wait(timeout=30)
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 def start_worker(
