@@ -1,0 +1,201 @@
+"""The state the STOMP I/O thread shares with stomp.py's receiver thread, and the listener.
+
+`Session` holds, under one condition, the current connection's generation, whether it is alive
+and the futures awaiting a RECEIPT (the window of unconfirmed frames). The I/O thread
+(`aspyx_event.providers._stomp`) registers receipts and waits for room or for the drain on
+stop; stomp.py's receiver thread, through `Listener`, marks the connection alive, completes
+receipts and reports ERROR frames and the end of the connection.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+import stomp
+
+from aspyx_event.errors import ProviderError
+from aspyx_event.providers._stomp_commands import fail, lost_error
+from aspyx_event.providers._stomp_wire import Inbound, LinkHandler, LinkSettings
+
+logger = logging.getLogger(__name__)
+
+
+class Session:
+    """Generation, liveness and outstanding receipts of the link's connection (thread-safe)."""
+
+    def __init__(self, settings: LinkSettings, on_lost: Callable[[int], None]) -> None:
+        self.settings, self._on_lost = settings, on_lost
+        self.cond = threading.Condition()
+        self.generation, self.alive, self.refusal = 0, False, ""
+        self.receipts: dict[str, Future[None]] = {}
+        self._ids = itertools.count(1)
+
+    def next_generation(self) -> int:
+        """A new connection attempt begins: its generation."""
+        with self.cond:
+            self.generation += 1
+            self.refusal = ""
+            return self.generation
+
+    def register(self, future: Future[None]) -> str | None:
+        """Track `future` under a new receipt id; None when the connection is already gone."""
+        rid = f"aspyx-{next(self._ids)}"
+        with self.cond:
+            if not self.alive:
+                return None
+            self.receipts[rid] = future
+        return rid
+
+    def discard(self, receipt_id: str) -> None:
+        """Forget a receipt whose frame was never written."""
+        with self.cond:
+            self.receipts.pop(receipt_id, None)
+
+    def wait_for_room(self, deadline: Callable[[], float]) -> bool | None:
+        """Wait until fewer than ``max_in_flight`` receipts are outstanding or `deadline()`.
+
+        Returns True when there is room, False when the connection is gone, None at the
+        deadline (read again after every `wake`).
+        """
+        with self.cond:
+            while len(self.receipts) >= self.settings.max_in_flight and self.alive:
+                remaining = deadline() - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self.cond.wait(remaining)
+            return self.alive
+
+    def wake(self) -> None:
+        """Wake the waits of the I/O thread (their deadline changed)."""
+        with self.cond:
+            self.cond.notify_all()
+
+    def drain(self, deadline: float) -> bool:
+        """Wait until no receipt is outstanding or `deadline`; False if the connection died."""
+        with self.cond:
+            remaining = deadline - time.monotonic()
+            self.cond.wait_for(lambda: not self.receipts or not self.alive, remaining)
+            return self.alive
+
+    def wait_closed(self, timeout: float) -> None:
+        """Wait until the receiver thread saw the connection end (after DISCONNECT)."""
+        with self.cond:
+            self.cond.wait_for(lambda: not self.alive, timeout)
+
+    def take_receipts(self) -> list[Future[None]]:
+        """Remove and return every outstanding receipt's future (`stop` fails them)."""
+        with self.cond:
+            taken, self.receipts = list(self.receipts.values()), {}
+            self.cond.notify_all()
+        return taken
+
+    def mark_alive(self, generation: int) -> None:
+        """CONNECTED arrived for `generation`."""
+        with self.cond:
+            if generation == self.generation:
+                self.alive = True
+
+    def lost(self, generation: int, report: bool = True) -> None:
+        """The connection of `generation` is gone: fail its unconfirmed frames (any thread)."""
+        with self.cond:
+            if generation != self.generation or not self.alive:
+                return
+            self.alive, pending, self.receipts = False, self.receipts, {}
+            self.cond.notify_all()
+        error = lost_error(self.settings, self.refusal)
+        for future in pending.values():
+            fail(future, error)
+        if report:
+            self._on_lost(generation)
+
+    def complete(self, receipt_id: str | None, error: ProviderError | None) -> None:
+        """The RECEIPT (or the ERROR) for `receipt_id` arrived."""
+        with self.cond:
+            future = self.receipts.pop(receipt_id or "", None)
+            self.cond.notify_all()
+        if future is not None and error is not None:
+            fail(future, error)
+        elif future is not None and not future.done():
+            future.set_result(None)
+
+    def broker_error(self, generation: int, receipt_id: str | None, text: str) -> None:
+        """An ERROR frame: fail the frame it names, else end the connection (STOMP says the
+        broker closes it; RabbitMQ may still confirm the refused frame before it does)."""
+        logger.error("the STOMP broker at %s sent ERROR: %s", self.settings.address, text)
+        if generation != self.generation:
+            return
+        if receipt_id and receipt_id in self.receipts:
+            error = ProviderError(f"the STOMP broker at {self.settings.address} refused: {text}")
+            self.complete(receipt_id, error)
+        else:
+            self.refusal = text
+            self.lost(generation)
+
+
+def _text(body: str | bytes | None) -> str:
+    """A frame body as text (stomp.py decodes with errors="replace" already)."""
+    return body.decode(errors="replace") if isinstance(body, bytes) else body or ""
+
+
+class Listener(stomp.ConnectionListener):  # type: ignore[misc]
+    """stomp.py's callbacks for one connection (receiver thread); forwards to the session."""
+
+    def __init__(self, session: Session, handler: LinkHandler, generation: int) -> None:
+        self.session, self.handler, self.generation = session, handler, generation
+        self.ready = threading.Event()
+        self.server = ""
+
+    def on_connected(self, frame: Any) -> None:
+        self.server = str(frame.headers.get("server", ""))
+        self.session.mark_alive(self.generation)
+        self.ready.set()
+
+    def on_error(self, frame: Any) -> None:
+        text = " ".join(f"{frame.headers.get('message', '')} {_text(frame.body)}".split())[:300]
+        self.session.broker_error(self.generation, frame.headers.get("receipt-id"), text)
+        self.ready.set()
+
+    def on_receipt(self, frame: Any) -> None:
+        self.session.complete(frame.headers.get("receipt-id"), None)
+
+    def on_disconnected(self) -> None:
+        self.session.lost(self.generation)
+        self.ready.set()
+
+    def on_message(self, frame: Any) -> None:
+        if self.generation != self.session.generation:
+            return
+        headers: dict[str, str] = dict(frame.headers)
+        sid, ack_id = headers.get("subscription", ""), headers.get("ack", "")
+        try:
+            self.handler.on_message(
+                Inbound(self.generation, sid, ack_id, headers, _text(frame.body))
+            )
+        except Exception:
+            logger.exception("STOMP delivery of subscription %s failed", sid)
+
+
+def open_connection(settings: LinkSettings, listener: Listener) -> Any:
+    """A `stomp.Connection12` for `settings` reporting to `listener`, not yet connected.
+
+    stomp.py's own reconnecting is off (one attempt, no sleep): the link reconnects itself.
+    """
+    s, beat = settings, max(settings.heartbeat_ms, 0)
+    conn = stomp.Connection12(
+        [(s.host, s.port)], prefer_localhost=False, try_loopback_connect=False,
+        reconnect_sleep_initial=0.0, reconnect_attempts_max=1, timeout=s.connect_timeout,
+        heartbeats=(beat, beat), vhost=s.vhost,
+    )  # fmt: skip
+    if s.tls is not None:
+        ca_file, cert_file, key_file = s.tls
+        conn.set_ssl(
+            for_hosts=[(s.host, s.port)], key_file=key_file, cert_file=cert_file, ca_certs=ca_file
+        )
+    conn.set_listener("aspyx", listener)
+    return conn
