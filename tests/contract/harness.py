@@ -116,12 +116,16 @@ def start_member(
     *,
     server_name: str | None = None,
     prefetch: int = 100,
+    received: queue.Queue[Received] | None = None,
 ) -> Member:
-    """A new app with `listeners` on `target`, started (its listeners are subscribed)."""
+    """A new app with `listeners` on `target`, started (its listeners are subscribed).
+
+    Members given the same `received` queue record into it together.
+    """
     app_name = f"contract_app_{next(_apps)}"
     python_module = types.ModuleType(app_name)
     sys.modules[app_name] = python_module
-    received: queue.Queue[Received] = queue.Queue()
+    received = received if received is not None else queue.Queue()
     errors: queue.Queue[tuple[str, str]] = queue.Queue()
     member_name = server_name or unique("member")
     headers_seen: dict[int, dict[str, str]] = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -77,23 +78,23 @@ def test_every_group_receives_every_event(target: BrokerTarget, members: list[Me
 def test_members_of_one_group_compete(target: BrokerTarget, members: list[Member]) -> None:
     event_type = payload_event()
     group = unique("workers")
-    one = start_member(target, [ListenerSpec(event_type, group)], prefetch=1)
-    two = start_member(target, [ListenerSpec(event_type, group)], prefetch=1)
+    both: queue.Queue[Received] = queue.Queue()
+
+    def work(_event: Any, _attempt: int) -> None:
+        time.sleep(0.001)  # a listener doing I/O: lets the other member's thread run
+
+    spec = ListenerSpec(event_type, group, behaviour=work)
+    one = start_member(target, [spec], prefetch=1, received=both)
+    two = start_member(target, [spec], prefetch=1, received=both)
     members.extend([one, two])
     count = 1000
     for n in range(count):
         one.send(event_type(n, "x"))
-    seen: list[Received] = []
-    while len(seen) < count:
-        for member in (one, two):
-            try:
-                seen.append(member.received.get(timeout=0.05))
-            except queue.Empty:
-                continue
-        assert len(seen) <= count
+    seen = [both.get(timeout=30) for _ in range(count)]
     assert sorted(r.event.n for r in seen) == list(range(count)), "each event exactly once"
     assert {r.member for r in seen} == {one.name, two.name}, "both members took a share"
-    assert one.received.empty() and two.received.empty()
+    with pytest.raises(queue.Empty):
+        both.get(timeout=0.5)  # and nothing more
 
 
 def test_per_process_listeners_each_see_every_event(
