@@ -118,12 +118,26 @@ def _read_registrations(cls: type, descriptor: BeanDescriptor) -> list[Registrat
     return found
 
 
-def collect(
-    root: type, context: ConditionContext, seen: set[type] | None = None
-) -> list[Registration]:
-    """Every registration of module `root` and the modules it imports, conditions applied."""
+_unconditional: WeakKeyDictionary[type, list[Registration]] = WeakKeyDictionary()
+
+
+def collect(root: type, context: ConditionContext) -> list[Registration]:
+    """Every registration of module `root` and the modules it imports, conditions applied.
+
+    Without any condition the result depends on the module graph alone: kept per root.
+    """
+    cached = _unconditional.get(root)
+    if cached is not None:
+        return list(cached)
+    candidates = _candidates(root)
+    if not any(conditions for _, conditions in candidates):
+        _unconditional[root] = [registration for registration, _ in candidates]
+    return _apply_conditions(candidates, context)
+
+
+def _candidates(root: type) -> list[tuple[Registration, tuple[Condition, ...]]]:
     candidates: list[tuple[Registration, tuple[Condition, ...]]] = []
-    classes = dict.fromkeys(_module_classes(root, seen if seen is not None else set()))
+    classes = dict.fromkeys(_module_classes(root, set()))
     for cls in classes:  # a class reached through two imports counts once
         descriptor: BeanDescriptor = getattr(cls, BEAN_ATTR)
         class_conditions = getattr(cls, CONDITIONS_ATTR, ())
@@ -132,7 +146,7 @@ def collect(
             if registration.kind == "create":
                 conditions = conditions + getattr(registration.target, CONDITIONS_ATTR, ())
             candidates.append((registration, conditions))
-    return _apply_conditions(candidates, context)
+    return candidates
 
 
 def _module_classes(root: type, seen: set[type]) -> Iterator[type]:

@@ -83,10 +83,14 @@ def main() -> None:
             framework.append(end_to_end(environment, args.events))
             ceiling.append(round_trip(args.events))
     rate, limit = statistics.median(framework), statistics.median(ceiling)
-    verdict = "ok" if rate >= 200_000 else "MISSED"
-    print(f"local provider end to end : {rate:>10,.0f} events/s  (target >= 200,000: {verdict})")
-    print(f"pydantic JSON round trip  : {limit:>10,.0f} /s        (ceiling)")
-    print(f"framework / ceiling       : {rate / limit:>10.2f}")
+    # The target, 200,000 events/s, was set where the round trip ran 800,000/s: as a
+    # ratio to the ceiling measured in this same run it is 0.25 (this machine's speed varies).
+    verdict = "ok" if rate / limit >= 0.25 else "MISSED"
+    print(f"local provider end to end : {rate:>10,.0f} events/s")
+    print(f"pydantic JSON round trip  : {limit:>10,.0f} /s        (ceiling, same run)")
+    print(
+        f"framework / ceiling       : {rate / limit:>10.2f}  (target >= 0.25 = 200k/800k: {verdict})"
+    )
 
 
 if __name__ == "__main__":
