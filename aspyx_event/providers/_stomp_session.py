@@ -190,8 +190,8 @@ def open_connection(settings: LinkSettings, listener: Listener) -> Any:
     conn = stomp.Connection12(
         [(s.host, s.port)], prefer_localhost=False, try_loopback_connect=False,
         reconnect_sleep_initial=0.0, reconnect_attempts_max=1, timeout=s.connect_timeout,
-        heartbeats=(beat, beat), vhost=s.vhost,
-    )  # fmt: skip
+        heartbeats=(beat, beat), heart_beat_receive_scale=3.0, vhost=s.vhost,
+    )  # fmt: skip  # 3x: a loaded process may read late; 30 s of silence is a dead connection
     if s.tls is not None:
         ca_file, cert_file, key_file = s.tls
         conn.set_ssl(
