@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh machine: brokers (installed and started by
 # scripts/brokers.sh), a virtualenv with every extra, lint, types, then every test with
-# the brokers required. Brokers this script started are stopped again at the end.
+# the brokers required. Brokers this script started are stopped again at the end
+# (KEEP_BROKERS=1 keeps them).
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -9,18 +10,9 @@ cd "$REPO"
 VENV="${VENV:-$REPO/.venv}"
 PYTHON="${PYTHON:-python3}"
 
-if bash scripts/brokers.sh status >/dev/null 2>&1; then
-  started_brokers=0
-else
-  started_brokers=1
-  bash scripts/brokers.sh start
+if [ "${WITH_BROKERS:-0}" != 1 ]; then  # brokers first: they also bring proton's build tools
+  WITH_BROKERS=1 exec bash scripts/with_brokers.sh bash "$REPO/scripts/test.sh" "$@"
 fi
-stop_brokers() {
-  if [ "$started_brokers" = 1 ] && [ "${KEEP_BROKERS:-0}" != 1 ]; then
-    bash scripts/brokers.sh stop || true
-  fi
-}
-trap stop_brokers EXIT
 
 [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --quiet --upgrade pip
