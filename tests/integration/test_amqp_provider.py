@@ -39,6 +39,7 @@ from aspyx_event.errors import (
 )
 from aspyx_event.provider import Delivery, Subscription
 from aspyx_event.providers.amqp import AMQPProvider
+from tests.integration.inbox import Inbox
 
 REPO = Path(__file__).resolve().parents[2]
 HOST, PORT, MANAGEMENT = "127.0.0.1", 5672, 15672
@@ -102,36 +103,6 @@ def make() -> Iterator[Factory]:
     yield factory
     for provider in made:
         provider.stop()
-
-
-class Inbox:
-    """A callback collecting deliveries, acknowledging them unless told otherwise."""
-
-    def __init__(self, ack: bool = True) -> None:
-        self.ack = ack
-        self.deliveries: queue.Queue[Delivery] = queue.Queue()
-
-    def __call__(self, delivery: Delivery) -> None:
-        if self.ack:
-            delivery.ack()
-        self.deliveries.put(delivery)
-
-    def take(self, count: int = 1, timeout: float = WAIT) -> list[Delivery]:
-        end = time.monotonic() + timeout
-        taken = []
-        for _ in range(count):
-            taken.append(self.deliveries.get(timeout=max(0.01, end - time.monotonic())))
-        return taken
-
-    def bodies(self, count: int, timeout: float = WAIT) -> list[str]:
-        return [delivery.envelope.body for delivery in self.take(count, timeout)]
-
-    def nothing_within(self, seconds: float) -> bool:
-        try:
-            self.deliveries.get(timeout=seconds)
-        except queue.Empty:
-            return True
-        return False
 
 
 def names() -> tuple[str, str]:

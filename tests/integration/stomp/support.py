@@ -10,7 +10,6 @@ import queue
 import socket
 import subprocess
 import threading
-import time
 import urllib.parse
 import urllib.request
 import uuid
@@ -25,8 +24,8 @@ from aspyx_event.envelope import Envelope
 from aspyx_event.errors import (
     ProviderConnectionError,
 )
-from aspyx_event.provider import Delivery
 from aspyx_event.providers.stomp import StompProvider
+from tests.integration.inbox import Inbox  # noqa: F401 - re-exported to the test modules
 
 REPO = Path(__file__).resolve().parents[3]
 PASSWORD = "guest"
@@ -100,32 +99,6 @@ def make_activemq() -> Iterator[Factory]:
     """Providers for ActiveMQ, for the checks of what only ActiveMQ does."""
     with providers(ACTIVEMQ) as factory:
         yield factory
-
-
-class Inbox:
-    """A callback that collects deliveries (acknowledging them unless told otherwise)."""
-
-    def __init__(self, ack: bool = True) -> None:
-        self.ack = ack
-        self.deliveries: queue.Queue[Delivery] = queue.Queue()
-
-    def __call__(self, delivery: Delivery) -> None:
-        if self.ack:
-            delivery.ack()
-        self.deliveries.put(delivery)
-
-    def take(self, count: int = 1, timeout: float = WAIT) -> list[Delivery]:
-        end = time.monotonic() + timeout
-        taken: list[Delivery] = []
-        while len(taken) < count:
-            try:
-                taken.append(self.deliveries.get(timeout=max(end - time.monotonic(), 0.01)))
-            except queue.Empty:
-                pytest.fail(f"received {len(taken)} of {count} deliveries within {timeout} s")
-        return taken
-
-    def bodies(self, count: int, timeout: float = WAIT) -> list[str]:
-        return [d.envelope.body for d in self.take(count, timeout)]
 
 
 class Proxy:
