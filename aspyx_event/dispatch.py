@@ -16,7 +16,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from aspyx_di import Environment
@@ -24,6 +23,7 @@ from aspyx_di import Environment
 from .codec import Codec
 from .envelope import Envelope
 from .errors import DecodeError
+from .handoff import Workers
 from .listener import EventListener, EventListenerDescriptor
 from .pipeline import EnvelopePipeline
 from .provider import Delivery
@@ -91,33 +91,29 @@ class ListenerDispatch:
         self._in_flight = in_flight
         self.is_async = inspect.iscoroutinefunction(listener.on)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._executor: ThreadPoolExecutor | None = None
+        self._workers: Workers | None = None
 
     def attach(self, inline: bool, loop: Callable[[], asyncio.AbstractEventLoop]) -> None:
         """Choose where this listener runs, given the provider's threading."""
         if self.is_async:
             self._loop = loop()
         elif not inline:
-            self._executor = ThreadPoolExecutor(
-                1, thread_name_prefix=f"listener-{self.descriptor.name}"
-            )
+            self._workers = Workers(f"listener-{self.descriptor.name}", 1, self._run_sync)
 
     def __call__(self, delivery: Delivery) -> None:
-        if self._loop is None and self._executor is None:
-            # inline on the provider's own delivery thread: stopping the provider joins that
-            # thread, which is all the draining an inline delivery needs
-            contextvars.Context().run(self._deliver_sync, delivery)
-            return
         self._in_flight.enter()
+        if self._loop is None and self._workers is None:
+            self._run_sync(delivery)  # inline on the provider's own delivery thread
+            return
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._spawn, delivery)
         else:
-            self._executor.submit(self._run_sync, delivery)  # type: ignore[union-attr]
+            self._workers.submit(delivery)  # type: ignore[union-attr]
 
     def close(self) -> None:
         """Release the worker thread (after in-flight deliveries finished)."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=False)
+        if self._workers is not None:
+            self._workers.shutdown()
 
     def _decode(self, delivery: Delivery) -> Any:
         envelope = delivery.envelope

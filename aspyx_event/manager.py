@@ -15,6 +15,7 @@ from .dispatch import ErrorHandler, InFlight, ListenerDispatch
 from .envelope import Envelope, new_envelope
 from .errors import EventError
 from .event import EventDescriptor, describe_event
+from .handoff import LoopCompletions
 from .listener import EventListener, EventListenerDescriptor, describe_listener
 from .pipeline import EnvelopePipeline
 from .provider import SENT, Provider, Subscription
@@ -56,6 +57,7 @@ class EventManager:
         self._senders: dict[type, tuple[EventDescriptor, Callable[[Any], str]]] = {}
         self._dispatches: list[ListenerDispatch] = []
         self._in_flight = InFlight()
+        self._completions: LoopCompletions | None = None
         self._lock = threading.Lock()
         self._state = "new"
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -172,9 +174,23 @@ class EventManager:
             raise errors[0]  # type: ignore[misc]
 
     async def send_event_async(self, event: Any) -> None:
-        """The asyncio form of `send_event`: awaits the broker's acceptance without blocking."""
-        envelope, _durable = self._prepare(event)
-        await asyncio.wrap_future(self.provider.send(envelope, _durable))
+        """The asyncio form of `send_event`: awaits the broker's acceptance without blocking.
+
+        Cancelling the await cancels a send the provider has not started yet.
+        """
+        envelope, durable = self._prepare(event)
+        future = self.provider.send(envelope, durable)
+        if future.done():
+            future.result()
+            return
+        completions = self._completions
+        if completions is None or completions.loop is not asyncio.get_running_loop():
+            completions = self._completions = LoopCompletions(asyncio.get_running_loop())
+        try:
+            await completions.wrap(future)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
 
     def _prepare(self, event: Any) -> tuple[Envelope, bool]:
         sender = self._senders.get(type(event))

@@ -30,7 +30,9 @@ from proton.reactor import ApplicationEvent, Container, EventInjector
 
 from aspyx_event.envelope import CONTENT_TYPE, MESSAGE_ID, Envelope
 from aspyx_event.errors import ProviderConnectionError, ProviderError
+from aspyx_event.handoff import Workers
 from aspyx_event.provider import Delivery, DeliveryCallback, Subscription
+from aspyx_event.providers import _amqp_codec
 from aspyx_event.providers._proton_handler import CALL_EVENT, CLOSE_GRACE, Handler
 
 if TYPE_CHECKING:
@@ -122,14 +124,16 @@ class Outgoing:
     future: Future[None]
     deadline: float
 
-    def message(self) -> Any:
-        """The proton `Message` to send (container thread)."""
-        return encode(self.envelope, self.durable)
+    def encoded(self) -> bytes:
+        """The AMQP encoding of the message to send."""
+        envelope = self.envelope
+        return _amqp_codec.encode(envelope.body, envelope.headers, self.durable)
 
 
 @dataclass(eq=False)
 class Member:
-    """One subscribed group member; `link` and `session` live on the container thread."""
+    """One subscribed group member; `link`, `session` and `pending` live on the container
+    thread, the callbacks run on the member's own delivery thread."""
 
     subscription: Subscription
     callback: DeliveryCallback
@@ -139,16 +143,43 @@ class Member:
     retry_delay: float = 0.0
     link: Any = None
     session: Any = None
+    pending: list[tuple[int, bytes]] = field(default_factory=list)
+    """Received since the container last handed a batch to the delivery thread."""
+    thread: Workers | None = None
 
-    def deliver(self, bridge: ProtonBridge, key: int, message: Any) -> None:
-        """Hand a received `Message` to the callback; a failing callback requeues it."""
-        redelivered = bool(message.delivery_count) or not message.first_acquirer
-        delivery = AMQPDelivery(bridge, key, decode(message), redelivered)
-        try:
-            self.callback(delivery)
-        except Exception:
-            logger.exception("group %s: the callback failed; requeueing", self.subscription.queue)
-            delivery.reject(requeue=True)
+    def hand_off(self, bridge: ProtonBridge) -> None:
+        """Give the pending messages to the delivery thread (container thread)."""
+        if self.thread is None:
+            name = f"amqp-delivery-{self.subscription.queue}"
+            self.thread = Workers(name, 1, lambda batch: self.deliver(bridge, batch))
+        self.thread.submit(self.pending)
+        self.pending = []
+
+    def deliver(self, bridge: ProtonBridge, batch: list[tuple[int, bytes]]) -> None:
+        """Decode each message and run the callback (delivery thread); a failing callback
+        requeues. Once the bridge paused, the rest stay unsettled (the broker requeues them)."""
+        for key, data in batch:
+            if bridge.paused:
+                return
+            delivery = AMQPDelivery(bridge, key, *_envelope(data))
+            try:
+                self.callback(delivery)
+            except Exception:
+                logger.exception(
+                    "group %s: the callback failed; requeueing", self.subscription.queue
+                )
+                delivery.reject(requeue=True)
+
+
+def _envelope(data: bytes) -> tuple[Envelope, bool]:
+    """The envelope of an encoded message and whether it is a redelivery."""
+    fast = _amqp_codec.decode(data)
+    if fast is not None:
+        body, headers, count, first_acquirer = fast
+        return Envelope(body, headers), bool(count) or not first_acquirer
+    message = Message()  # a shape our decoder leaves to proton
+    message.decode(data)
+    return decode(message), bool(message.delivery_count) or not message.first_acquirer
 
 
 class AMQPDelivery(Delivery):
@@ -167,30 +198,16 @@ class AMQPDelivery(Delivery):
         self._settle("released" if requeue else "rejected")
 
     def _settle(self, outcome: str) -> None:
-        key = self._key  # the container ignores keys it no longer knows: settling is idempotent
-        self._bridge.call(lambda handler: handler.settle_delivery(key, outcome))
+        # the container ignores keys it no longer knows: settling is idempotent
+        self._bridge.settle(self._key, outcome)
 
     def __repr__(self) -> str:
         return f"AMQPDelivery({self.envelope!r}, redelivered={self.redelivered})"
 
 
-def encode(envelope: Envelope, durable: bool) -> Any:
-    """The proton `Message` for `envelope`: body as an AMQP string, headers as properties."""
-    message: Any = Message(body=envelope.body, durable=durable)
-    properties: dict[str, str] = {}
-    for key, value in envelope.headers.items():
-        if key == CONTENT_TYPE and value:
-            message.content_type = value
-        elif key == MESSAGE_ID and value:
-            message.id = value
-        else:
-            properties[key] = value
-    message.properties = properties
-    return message
-
-
 def decode(message: Any) -> Envelope:
-    """The envelope of a received `Message`; any body becomes text, never an exception."""
+    """The envelope of a decoded proton `Message` (shapes `_amqp_codec` leaves to proton);
+    any body becomes text, never an exception."""
     headers = {str(key): text(value) for key, value in (message.properties or {}).items()}
     # Message.content_type answers symbol(None) == "None" when absent: read the raw field.
     content_type = pn_message_get_content_type(message._msg)
@@ -221,8 +238,10 @@ class ProtonBridge:
         self.settings = settings
         self._commands: queue.SimpleQueue[Callable[[Handler], None]] = queue.SimpleQueue()
         self._outbox: queue.SimpleQueue[Outgoing] = queue.SimpleQueue()
+        self._settlements: queue.SimpleQueue[tuple[int, str]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._wake_pending = self._accepting = False
+        self.paused = False
         self._thread: threading.Thread | None = None
         self.injector: Any = None
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="aspyx-amqp-declare")
@@ -255,6 +274,10 @@ class ProtonBridge:
         """
         with self._lock:
             self._accepting, thread = False, self._thread
+        self.paused = True  # the delivery threads finish the callback they run, no more
+        for member in list(self.handler.members):
+            if member.thread is not None:
+                member.thread.shutdown(wait=True)  # their settlements are queued before ours
         self.executor.shutdown(wait=False, cancel_futures=True)
         if thread is not None:
             self.call(lambda handler: handler.shutdown())
@@ -271,6 +294,7 @@ class ProtonBridge:
 
     def pause(self) -> None:
         """Stop dispatching deliveries to callbacks (nothing to do before `start`)."""
+        self.paused = True
         if self._thread is not None:
             self.call(lambda handler: handler.pause())
 
@@ -307,6 +331,12 @@ class ProtonBridge:
         )
         return future
 
+    def settle(self, key: int, outcome: str) -> None:
+        """Settle received delivery `key` with `outcome` on the container thread."""
+        self._settlements.put((key, outcome))
+        with self._lock:
+            self._wake()
+
     def call(self, work: Callable[[Handler], None]) -> None:
         """Run `work(handler)` on the container thread (any thread may call this)."""
         self._commands.put(work)
@@ -333,11 +363,13 @@ class ProtonBridge:
             self._wake_pending = True
             self.injector.trigger(ApplicationEvent(CALL_EVENT))
 
-    def take_work(self) -> tuple[list[Callable[[Handler], None]], list[Outgoing]]:
-        """Everything queued by `call` and `send` so far (container thread)."""
+    def take_work(
+        self,
+    ) -> tuple[list[Callable[[Handler], None]], list[tuple[int, str]], list[Outgoing]]:
+        """Everything queued by `call`, `settle` and `send` so far (container thread)."""
         with self._lock:
             self._wake_pending = False
-        return _drain(self._commands), _drain(self._outbox)
+        return _drain(self._commands), _drain(self._settlements), _drain(self._outbox)
 
     def _run(self) -> None:
         container = Container(self.handler)
@@ -370,3 +402,7 @@ def _ssl_domain(
     if cert_file:
         domain.set_credentials(cert_file, key_file or cert_file, None)
     return domain
+
+
+def _q(member: Member) -> str:
+    return member.subscription.queue

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from proton import Delivery as ProtonDelivery
 from proton import Endpoint, TransportException
-from proton.handlers import MessagingHandler
+from proton.handlers import EndpointStateHandler, MessagingHandler
 
 from aspyx_event.errors import ProviderConnectionError, ProviderError, SendTimeoutError
 
@@ -41,6 +41,11 @@ _OUTCOMES = {
     # RabbitMQ 3.10 ends the session on MODIFIED(delivery_failed): release to requeue
     "released": ProtonDelivery.RELEASED,
     "rejected": ProtonDelivery.REJECTED,
+}
+_PROBLEMS = {  # a send's remote outcome other than ACCEPTED, as told to the sender
+    ProtonDelivery.REJECTED: "rejected",
+    ProtonDelivery.RELEASED: "released",
+    ProtonDelivery.MODIFIED: "modified (not taken)",
 }
 
 
@@ -75,6 +80,11 @@ class Handler(MessagingHandler):
 
     def __init__(self, bridge: ProtonBridge, settings: BridgeSettings, members: list[Member]):
         super().__init__(prefetch=0, auto_accept=False, peer_close_is_error=True)
+        # Deliveries are handled by on_delivery below: proton's per-message helpers (decoding
+        # into a Message, dispatching to on_message/on_accepted...) cost more than the rest
+        # of a message's trip through this thread.
+        handlers: list[Any] = list(self.handlers)  # type: ignore[arg-type]  # a list here
+        self.handlers = [h for h in handlers if isinstance(h, EndpointStateHandler)]
         self.bridge, self.settings, self.members = bridge, settings, members
         self.ready: Future[None] = Future()
         self.last_error = "no connection attempt yet"
@@ -86,13 +96,14 @@ class Handler(MessagingHandler):
         self.connected = self.outage = self.paused = self.stopping = self.closing = False
         self.flush_pending = False
         self.delay = settings.reconnect_delay
-        self.generation = self.next_key = 0
+        self.generation = self.next_key = self.next_tag = 0
         self.stop_deadline = 0.0
         self.stop_reason = "the provider was stopped"
         self.unwritten = (0, 0)  # queued deliveries and output bytes left at stop_timeout
         self.backlog: deque[Outgoing] = deque()
-        self.in_flight: set[Outgoing] = set()
+        self.in_flight: dict[Any, Outgoing] = {}  # proton delivery -> the send awaiting it
         self.unsettled: dict[int, tuple[Member, Any]] = {}
+        self.receiving: list[Member] = []  # members with pending messages
 
     @_guarded
     def on_start(self, event: Any) -> None:
@@ -104,12 +115,14 @@ class Handler(MessagingHandler):
 
     @_guarded
     def on_aspyx_amqp_call(self, event: Any) -> None:
-        commands, outgoing = self.bridge.take_work()
+        commands, settlements, outgoing = self.bridge.take_work()
         for work in commands:
             try:
                 work(self)
             except Exception:
                 logger.exception("AMQP provider: queued work failed")
+        if settlements:
+            self.settle_deliveries(settlements)
         self.backlog.extend(outgoing)
         self.flush()
 
@@ -142,10 +155,12 @@ class Handler(MessagingHandler):
         self.last_error = reason
         self.senders.clear()
         self.unsettled.clear()  # the broker requeues them; late settlements become no-ops
+        self.receiving.clear()
         for member in self.members:
             member.link = member.session = None
-        owed, self.in_flight = self.in_flight, set()
-        for item in owed:
+            member.pending = []  # not handed out yet: the broker redelivers them
+        owed, self.in_flight = self.in_flight, {}
+        for item in owed.values():
             item.future.set_exception(ProviderConnectionError(self.settings.lost_message(reason)))
         if connection.state & Endpoint.LOCAL_ACTIVE:
             connection.close()
@@ -295,6 +310,9 @@ class Handler(MessagingHandler):
     def member_failed(self, member: Member, error: BaseException) -> None:
         """A group could not be declared or attached: retry if it worked before, else report."""
         self.unsettled = {k: v for k, v in self.unsettled.items() if v[0] is not member}
+        member.pending = []
+        if member in self.receiving:
+            self.receiving.remove(member)
         if member.session is not None and member.session.state & Endpoint.LOCAL_ACTIVE:
             member.session.close()
         member.link = member.session = None
@@ -324,23 +342,52 @@ class Handler(MessagingHandler):
             self.check_ready()
 
     @_guarded
-    def on_message(self, event: Any) -> None:
-        member = getattr(event.link, "aspyx_member", None)
-        if member is None or member.link is None or member.link != event.link or self.paused:
+    def on_delivery(self, event: Any) -> None:
+        delivery, link = event.delivery, event.link
+        if link.is_sender:
+            if delivery.updated:
+                self.outcome(delivery)
+        elif delivery.aborted:
+            delivery.settle()
+        elif delivery.readable and not delivery.partial:
+            data = link.recv(delivery.pending)
+            link.advance()
+            self.received(link, delivery, data)
+
+    def received(self, link: Any, delivery: Any, data: bytes) -> None:
+        """Hand a complete received message to its member's callback."""
+        member = getattr(link, "aspyx_member", None)
+        if member is None or member.link is None or member.link != link or self.paused:
             return  # left unsettled: the broker requeues it when the link or connection ends
         self.next_key += 1
-        self.unsettled[self.next_key] = (member, event.delivery)
-        member.deliver(self.bridge, self.next_key, event.message)
+        self.unsettled[self.next_key] = (member, delivery)
+        if not member.pending:
+            self.receiving.append(member)
+        member.pending.append((self.next_key, data))
 
-    def settle_delivery(self, key: int, outcome: str) -> None:
-        """Settle a received delivery, then grant one more credit; unknown keys are no-ops."""
-        entry = self.unsettled.pop(key, None)
-        if entry is not None:
-            member, delivery = entry
-            delivery.update(_OUTCOMES[outcome])
-            delivery.settle()
-            if member.link is not None and not self.paused:
-                member.link.flow(1)
+    @_guarded
+    def on_reactor_quiesced(self, event: Any) -> None:
+        # all events of this round are handled: one hand-off per member for what it received
+        receiving, self.receiving = self.receiving, []
+        for member in receiving:
+            member.hand_off(self.bridge)
+
+    def settle_deliveries(self, settlements: list[tuple[int, str]]) -> None:
+        """Settle received deliveries, then grant their members as much new credit; keys no
+        longer known (the connection ended since) are no-ops."""
+        credit: dict[Member, int] = {}
+        unsettled = self.unsettled
+        for key, outcome in settlements:
+            entry = unsettled.pop(key, None)
+            if entry is not None:
+                member, delivery = entry
+                delivery.update(_OUTCOMES[outcome])
+                delivery.settle()
+                credit[member] = credit.get(member, 0) + 1
+        if not self.paused:
+            for member, amount in credit.items():
+                if member.link is not None:
+                    member.link.flow(amount)
 
     def pause(self) -> None:
         """Stop granting credit and stop dispatching."""
@@ -360,7 +407,7 @@ class Handler(MessagingHandler):
             item = self.backlog[0]
             sender = self.sender(self.strategy.send_address(item.envelope.event_name))
             if sender.credit <= 0:
-                return  # on_sendable flushes again
+                return  # on_link_flow flushes again
             self.backlog.popleft()
             if item.future.set_running_or_notify_cancel():
                 self.transmit(sender, item)
@@ -388,44 +435,42 @@ class Handler(MessagingHandler):
 
     def transmit(self, sender: Any, item: Outgoing) -> None:
         """Send one message: durable ones unsettled (await the outcome), others pre-settled."""
+        self.next_tag += 1
         try:
-            delivery = sender.send(item.message())
+            delivery = sender.delivery(str(self.next_tag))
+            sender.stream(item.encoded())
+            sender.advance()
         except Exception as exc:
             item.future.set_exception(ProviderError(f"cannot send {item.envelope!r}: {exc}"))
             return
         if item.durable:
-            delivery.aspyx_outgoing = item
-            self.in_flight.add(item)
+            self.in_flight[delivery] = item
         else:
             delivery.settle()  # written out before the connection closes: see `drain`
             item.future.set_result(None)
 
     @_guarded
-    def on_sendable(self, event: Any) -> None:
-        self.flush()
+    def on_link_flow(self, event: Any) -> None:
+        if event.link.is_sender and event.link.credit > 0:
+            self.flush()
 
-    @_guarded
-    def on_accepted(self, event: Any) -> None:
-        self.outcome(event.delivery, None)
-
-    @_guarded
-    def on_rejected(self, event: Any) -> None:
-        self.outcome(event.delivery, f"rejected ({_describe(event.delivery.remote.condition)})")
-
-    @_guarded
-    def on_released(self, event: Any) -> None:
-        self.outcome(event.delivery, "released or modified")
-
-    @_guarded
-    def on_settled(self, event: Any) -> None:
-        self.outcome(event.delivery, "settled without an outcome")
-
-    def outcome(self, delivery: Any, problem: str | None) -> None:
+    def outcome(self, delivery: Any) -> None:
         """Complete the future of a durable send from the broker's disposition."""
-        item = getattr(delivery, "aspyx_outgoing", None)
-        if item is None or item not in self.in_flight:
+        state, settled = delivery.remote_state, delivery.settled
+        if state == ProtonDelivery.ACCEPTED:
+            problem = None
+        elif state in _PROBLEMS:
+            problem = _PROBLEMS[state]
+            if state == ProtonDelivery.REJECTED:
+                problem += f" ({_describe(delivery.remote.condition)})"
+        elif settled:
+            problem = "settled without an outcome for"
+        else:
+            return  # not an outcome yet (e.g. a received-state update)
+        delivery.settle()
+        item = self.in_flight.pop(delivery, None)
+        if item is None:
             return
-        self.in_flight.discard(item)
         if problem is None:
             item.future.set_result(None)
         else:
@@ -494,7 +539,7 @@ class Handler(MessagingHandler):
     def fail_pending(self, unsent: list[Outgoing]) -> None:
         """After the container ended: fail every send and waiter still open (warns once)."""
         unsent, self.backlog = [*self.backlog, *unsent], deque()
-        owed, self.in_flight = self.in_flight, set()
+        owed, self.in_flight = list(self.in_flight.values()), {}
         reason, failed = self.stop_reason, len(owed)
         for item in unsent:
             if item.future.set_running_or_notify_cancel():

@@ -44,9 +44,12 @@ Guarantees (see `aspyx_event.provider.Provider`):
 * The provider reconnects by itself with exponential backoff and re-declares and re-attaches
   every group.
 
-Threads: one I/O thread per provider runs proton; delivery callbacks and the send futures'
-done-callbacks run on it and must return quickly. `send`, `pause` and `Delivery.ack`/`reject`
-may be called from any thread; `start`, `stop` and `subscribe` from one controlling thread.
+Threads: one I/O thread per provider runs proton; the send futures' done-callbacks run on it
+and must return quickly. Each group member has its own delivery thread: the I/O thread hands
+it what arrived in one round of I/O, and it runs the callbacks (which may block:
+`inline_dispatch`). `send`, `pause` and `Delivery.ack`/`reject` may be called from any
+thread; `start`, `stop` and `subscribe` from one controlling thread. `stop` lets each
+delivery thread finish its current callback; deliveries not handed out stay unsettled.
 """
 
 from __future__ import annotations
@@ -218,6 +221,8 @@ class AMQPProvider(Provider):
         MissingProviderLibraryError: python-qpid-proton is not installed.
         ProviderConfigurationError: an option is invalid.
     """
+
+    inline_dispatch = True  # callbacks run on per-member delivery threads of our own
 
     def __init__(
         self,

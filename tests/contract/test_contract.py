@@ -43,7 +43,10 @@ def test_body_and_headers_arrive_intact(target: BrokerTarget, members: list[Memb
     assert headers["event-name"] == event_type.__aspyx_event__.name
     assert headers["content-type"] == "application/json"
     assert headers["event-id"] and headers["event-timestamp"].isdigit()
-    expected_thread = "local-" if not target.url else "listener-"
+    # the local and AMQP providers run callbacks on delivery threads of their own
+    # (inline_dispatch); for STOMP the manager hands off to the listener's worker thread
+    prefixes = {"": "local-", "amqp": "amqp-delivery-", "stomp": "listener-"}
+    expected_thread = prefixes[target.url.split(":", 1)[0] if target.url else ""]
     assert received.thread.startswith(expected_thread), (
         f"sync listeners run on a worker thread, not on a broker I/O thread: {received.thread}"
     )
