@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from aspyx_event.envelope import CONTENT_TYPE
 from aspyx_event.errors import ProviderError
@@ -33,10 +33,23 @@ _RESERVED_NAMES = frozenset(_RESERVED_TEXT.split())
 _RESERVED_PREFIXES = ("jms", "aspyx", "x-", "amqp-", "activemq.", "_amq")
 _NAME_ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r", ":": "\\c"})
 
+_V = TypeVar("_V")
+
 Target = Callable[[], tuple[str, dict[str, str]]]
 """Renders a SEND's destination and broker headers on the I/O thread, once the broker is known."""
 SubscribeSpec = tuple[str, dict[str, str]]
 """A SUBSCRIBE's destination and broker headers."""
+
+
+_WIRE_NAMES: dict[str, str] = {}  # envelope header name -> its name on the wire
+_ENVELOPE_NAMES: dict[str, str | None] = {}  # wire name -> envelope name, None: not ours
+_UNKNOWN = ""  # the `get` default meaning "not looked at yet"
+_CACHED = 10_000  # names remembered at most: header names are few, values are not cached
+
+
+def _remember(cache: dict[str, _V], name: str, value: _V) -> None:
+    if len(cache) < _CACHED:  # a racing second writer stores the same value: harmless
+        cache[name] = value
 
 
 def _reserved(name: str) -> bool:
@@ -55,8 +68,11 @@ def encode_headers(headers: Mapping[str, str]) -> dict[str, str]:
     """
     wire: dict[str, str] = {}
     for name, value in headers.items():
-        wire_name = WIRE_PREFIX + name if _reserved(name) else name
-        wire[wire_name.translate(_NAME_ESCAPES)] = value
+        wire_name = _WIRE_NAMES.get(name)
+        if wire_name is None:
+            wire_name = (WIRE_PREFIX + name if _reserved(name) else name).translate(_NAME_ESCAPES)
+            _remember(_WIRE_NAMES, name, wire_name)
+        wire[wire_name] = value
     return wire
 
 
@@ -69,10 +85,15 @@ def decode_headers(wire: Mapping[str, str]) -> tuple[dict[str, str], bool]:
     """
     headers: dict[str, str] = {}
     for name, value in wire.items():
-        if name.startswith(WIRE_PREFIX):
-            headers[name[len(WIRE_PREFIX) :]] = value
-        elif not _reserved(name):
-            headers[name] = value
+        envelope_name = _ENVELOPE_NAMES.get(name, _UNKNOWN)
+        if envelope_name is _UNKNOWN:
+            if name.startswith(WIRE_PREFIX):
+                envelope_name = name[len(WIRE_PREFIX) :]
+            else:
+                envelope_name = None if _reserved(name) else name
+            _remember(_ENVELOPE_NAMES, name, envelope_name)
+        if envelope_name is not None:
+            headers[envelope_name] = value
     if CONTENT_TYPE not in headers and "content-type" in wire:
         headers[CONTENT_TYPE] = wire["content-type"]  # another client's native media type
     return headers, wire.get("redelivered") == "true" or REDELIVERED in wire
