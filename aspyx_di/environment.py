@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import signal
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -359,6 +360,29 @@ class Environment:
             )
         for instance, hooks in self._close():
             _destroy(instance, hooks, sync_only=True)
+
+    def shutdown_on_signals(self, *signals: int) -> None:
+        """Shut down gracefully when the process receives one of `signals` (default: SIGTERM
+        and SIGINT), then end it with exit status 0.
+
+        The handler runs `shutdown()` on the main thread: an `EventManager` then stops
+        consuming, lets in-flight deliveries finish and acknowledges them before it closes.
+        A second signal during that shutdown is ignored. Call it from the main thread (a
+        Python rule for signal handlers), e.g. right after building the environment.
+        """
+        chosen = signals or (signal.SIGTERM, signal.SIGINT)
+        stopping = threading.Event()
+
+        def handle(signum: int, _frame: object) -> None:
+            if stopping.is_set():
+                return
+            stopping.set()
+            logger.info("signal %s: shutting down", signal.Signals(signum).name)
+            self.shutdown()
+            raise SystemExit(0)
+
+        for chosen_signal in chosen:
+            signal.signal(chosen_signal, handle)
 
     def _close(self) -> list[tuple[Any, Hooks]]:
         with self._lock:

@@ -8,6 +8,7 @@ Events are dataclasses or pydantic models marked `@event()`; listeners are beans
 from typing import Any
 
 from .codec import Codec, JsonCodec
+from .dead_letters import DeadLetter, DeadLetters
 from .dispatch import ErrorHandler
 from .envelope import Envelope
 from .errors import (
@@ -15,6 +16,8 @@ from .errors import (
     EncodeError,
     EventDefinitionError,
     EventError,
+    HeaderError,
+    MessageTooLargeError,
     MissingProviderLibraryError,
     ProviderConfigurationError,
     ProviderConnectionError,
@@ -23,12 +26,20 @@ from .errors import (
     UnknownEventError,
 )
 from .event import EventDescriptor, event
+from .idempotency import (
+    IdempotencyArgumentError,
+    IdempotencyStore,
+    IdempotencyStoreError,
+    InMemoryIdempotencyStore,
+    SQLiteIdempotencyStore,
+)
 from .listener import EventListener, EventListenerDescriptor, event_listener
 from .manager import EventManager
 from .module import EventModule
 from .pipeline import EnvelopePipeline, envelope_pipeline
 from .provider import Delivery, Provider, Subscription
 from .providers import LocalProvider, create_provider
+from .retry import RetryPolicy
 
 
 def __getattr__(name: str) -> Any:
@@ -43,6 +54,8 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "AMQPProvider",
     "Codec",
+    "DeadLetter",
+    "DeadLetters",
     "DecodeError",
     "Delivery",
     "EncodeError",
@@ -56,13 +69,21 @@ __all__ = [
     "EventListenerDescriptor",
     "EventManager",
     "EventModule",
+    "HeaderError",
+    "IdempotencyArgumentError",
+    "IdempotencyStore",
+    "IdempotencyStoreError",
+    "InMemoryIdempotencyStore",
     "JsonCodec",
     "LocalProvider",
+    "MessageTooLargeError",
     "MissingProviderLibraryError",
     "Provider",
     "ProviderConfigurationError",
     "ProviderConnectionError",
     "ProviderError",
+    "RetryPolicy",
+    "SQLiteIdempotencyStore",
     "SendTimeoutError",
     "StompProvider",
     "Subscription",

@@ -15,6 +15,8 @@ TIMESTAMP = "event-timestamp"
 """Header with the send time in milliseconds since the epoch."""
 CONTENT_TYPE = "content-type"
 """Header with the body's media type."""
+ATTEMPT = "event-attempt"
+"""Header with the number of the delivery attempt a retry copy is (absent on the first)."""
 JSON = "application/json"
 
 RESERVED_HEADERS = frozenset({MESSAGE_ID, EVENT_NAME, TIMESTAMP, CONTENT_TYPE})

@@ -42,6 +42,31 @@ class DecodeError(EventError, ValueError):
         )
 
 
+class MessageTooLargeError(EventError, ValueError):
+    """An event's encoded body exceeds the manager's `max_message_size`; it was NOT sent."""
+
+    def __init__(self, event_name: str, size: int, limit: int) -> None:
+        self.event_name, self.size, self.limit = event_name, size, limit
+        super().__init__(
+            f"event {event_name!r} encodes to {size:,} bytes, more than max_message_size "
+            f"({limit:,} bytes); it was not sent.\nHint: send a reference (e.g. a storage URL) "
+            "instead of the payload, or raise max_message_size (configuration "
+            "event.max_message_size) if the broker accepts that size."
+        )
+
+
+class HeaderError(EventError, TypeError):
+    """A pipeline set an envelope header that is not a string; the event was NOT sent."""
+
+    def __init__(self, event_name: str, header: str, value: object) -> None:
+        self.event_name, self.header = event_name, header
+        super().__init__(
+            f"header {header!r} of event {event_name!r} is a {type(value).__name__} "
+            f"({value!r:.60}), but headers are strings; it was not sent.\nHint: convert the "
+            f"value in the pipeline's send(), e.g. envelope.headers[{header!r}] = str(value)."
+        )
+
+
 class ProviderError(EventError):
     """A provider failed; the message says what and with which broker."""
 

@@ -11,6 +11,7 @@ from aspyx_di import injectable
 
 from .errors import EventDefinitionError
 from .event import EventDescriptor, describe_event
+from .retry import RetryPolicy
 
 T = TypeVar("T")
 C = TypeVar("C", bound=type)
@@ -34,19 +35,37 @@ class EventListenerDescriptor:
         event: the descriptor of the event it handles.
         name: the listener (group) name; default the class name.
         per_process: every process gets its own group `name-<server_name>`.
+        retry: the retry policy, or None for the manager's (configurable) default.
+        concurrency: deliveries running at once (None: 1 for sync listeners; for async ones
+            as many as `prefetch` allows).
+        prefetch: unacknowledged deliveries held at once, or None for the manager's default.
+        idempotent: skip message ids the group already processed (see `idempotency`).
     """
 
     type: type
     event: EventDescriptor
     name: str
     per_process: bool
+    retry: RetryPolicy | None = None
+    concurrency: int | None = None
+    prefetch: int | None = None
+    idempotent: bool = False
 
     def group(self, server_name: str) -> str:
         """The consumer group: the name, or `name-server_name` for per-process listeners."""
         return f"{self.name}-{server_name}" if self.per_process else self.name
 
 
-def event_listener(event: type, name: str = "", per_process: bool = False) -> Callable[[C], C]:
+def event_listener(
+    event: type,
+    name: str = "",
+    per_process: bool = False,
+    *,
+    retry: RetryPolicy | None = None,
+    concurrency: int | None = None,
+    prefetch: int | None = None,
+    idempotent: bool = False,
+) -> Callable[[C], C]:
     """Declare an injectable listener for `event`.
 
     Args:
@@ -54,7 +73,23 @@ def event_listener(event: type, name: str = "", per_process: bool = False) -> Ca
         name: the listener name (default: the class name). Processes running a listener of the
             same name compete for events: each event is processed once per name.
         per_process: give each process its own group, so every process sees every event.
+        retry: how failed deliveries are retried before they become dead letters (default:
+            the manager's policy, configurable as `event.retry.*`).
+        concurrency: deliveries of this listener running at once (default 1 for a sync `on`;
+            an async `on` runs as many as `prefetch` allows).
+        prefetch: unacknowledged deliveries this listener holds at once (default: the
+            manager's `prefetch`); bounds its memory however long the backlog.
+        idempotent: skip a message id this group already processed (exactly-once processing
+            on top of at-least-once delivery; the store is the environment's
+            `IdempotencyStore` bean, in memory by default).
     """
+    _check_limit("concurrency", concurrency)
+    _check_limit("prefetch", prefetch)
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise EventDefinitionError(
+            f"@event_listener(retry={retry!r}): expected a RetryPolicy.\n"
+            "Hint: retry=RetryPolicy(attempts=5, delay=0.5)."
+        )
 
     def decorate(cls: C) -> C:
         if not isinstance(cls, type) or not issubclass(cls, EventListener):
@@ -74,11 +109,28 @@ def event_listener(event: type, name: str = "", per_process: bool = False) -> Ca
         setattr(
             cls,
             LISTENER_ATTR,
-            EventListenerDescriptor(cls, descriptor, name or cls.__name__, per_process),
+            EventListenerDescriptor(
+                cls,
+                descriptor,
+                name or cls.__name__,
+                per_process,
+                retry,
+                concurrency,
+                prefetch,
+                idempotent,
+            ),
         )
         return injectable()(cls)
 
     return decorate
+
+
+def _check_limit(name: str, value: int | None) -> None:
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise EventDefinitionError(
+            f"@event_listener({name}={value!r}): expected a whole number >= 1.\n"
+            f"Hint: {name}=10, or leave it out for the default."
+        )
 
 
 def describe_listener(cls: type) -> EventListenerDescriptor:

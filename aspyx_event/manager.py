@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -13,12 +14,17 @@ from aspyx_di import Environment, inject_environment, on_destroy, on_running
 from .codec import Codec, JsonCodec
 from .dispatch import ErrorHandler, InFlight, ListenerDispatch
 from .envelope import Envelope, new_envelope
-from .errors import EventError
+from .errors import EventError, HeaderError, MessageTooLargeError, ProviderConnectionError
 from .event import EventDescriptor, describe_event
 from .handoff import LoopCompletions
+from .idempotency import IdempotencyStore, InMemoryIdempotencyStore
 from .listener import EventListener, EventListenerDescriptor, describe_listener
 from .pipeline import EnvelopePipeline
 from .provider import SENT, Provider, Subscription
+from .retry import Redelivery, RetryPolicy, Scheduler
+
+DEFAULT_MAX_MESSAGE_SIZE = 8 * 1024 * 1024
+"""Bytes: the default limit of an encoded event body (brokers' frame limits are higher)."""
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +40,15 @@ class EventManager:
     Args:
         provider: the transport.
         codec: how events become bodies (default: JSON through pydantic).
-        prefetch: unacknowledged deliveries a listener may hold at once.
+        prefetch: unacknowledged deliveries a listener may hold at once (a listener's own
+            `prefetch` wins).
         drain_timeout: seconds shutdown waits for in-flight deliveries.
+        retry: the retry policy of listeners that name none.
+        retry_for: a listener name's policy from elsewhere (configuration), winning over both
+            the listener's and the default; None when it has none.
+        max_message_size: the largest encoded body `send_event` accepts, in bytes.
+        resend_timeout: seconds a durable send whose connection dropped before the broker's
+            answer is sent again (with the same message id).
     """
 
     def __init__(
@@ -45,11 +58,22 @@ class EventManager:
         codec: Codec | None = None,
         prefetch: int = 100,
         drain_timeout: float = 30.0,
+        retry: RetryPolicy | None = None,
+        retry_for: Callable[[str], RetryPolicy | None] | None = None,
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        resend_timeout: float = 30.0,
     ) -> None:
         self.provider = provider
         self.codec = codec or JsonCodec()
         self.prefetch = prefetch
         self.drain_timeout = drain_timeout
+        self.retry = retry or RetryPolicy()
+        self.max_message_size = max_message_size
+        self.resend_timeout = resend_timeout
+        self._retry_for = retry_for or (lambda name: None)
+        self._scheduler = Scheduler("aspyx-event-retry")
+        self._store: IdempotencyStore | None = None
+        self._own_store = False
         self.environment: Environment | None = None
         self._pipelines: tuple[EnvelopePipeline, ...] = ()
         self._error_handlers: tuple[ErrorHandler, ...] = ()
@@ -77,6 +101,8 @@ class EventManager:
             environment = self._require_environment()
             self._pipelines = tuple(environment.get(list[EnvelopePipeline]))
             self._error_handlers = tuple(environment.get(list[ErrorHandler]))
+            stores = environment.get(list[IdempotencyStore])
+            self._store = stores[0] if stores else None
             for listener in environment.get(list[EventListener[Any]]):
                 self._subscribe(listener, describe_listener(type(listener)))
             self.provider.start()
@@ -90,6 +116,17 @@ class EventManager:
 
     def _subscribe(self, listener: EventListener[Any], descriptor: EventListenerDescriptor) -> None:
         assert self.environment is not None
+        subscription = Subscription(
+            event=descriptor.event.name,
+            group=descriptor.group(self.provider.server_name),
+            durable=descriptor.event.durable,
+            per_process=descriptor.per_process,
+            prefetch=descriptor.prefetch or self.prefetch,
+        )
+        policy = self._retry_for(descriptor.name) or descriptor.retry or self.retry
+        redelivery = Redelivery(
+            self.provider, subscription, policy, self._scheduler, descriptor.name
+        )
         dispatch = ListenerDispatch(
             listener,
             descriptor,
@@ -98,17 +135,17 @@ class EventManager:
             pipelines=self._pipelines,
             report=self._report,
             in_flight=self._in_flight,
+            redelivery=redelivery,
+            store=self._idempotency_store() if descriptor.idempotent else None,
         )
         dispatch.attach(self.provider.inline_dispatch, self._event_loop)
-        subscription = Subscription(
-            event=descriptor.event.name,
-            group=descriptor.group(self.provider.server_name),
-            durable=descriptor.event.durable,
-            per_process=descriptor.per_process,
-            prefetch=self.prefetch,
-        )
         self.provider.subscribe(subscription, dispatch)
         self._dispatches.append(dispatch)
+
+    def _idempotency_store(self) -> IdempotencyStore:
+        if self._store is None:  # no IdempotencyStore bean: one in memory, ours to close
+            self._store, self._own_store = InMemoryIdempotencyStore(), True
+        return self._store
 
     @on_destroy()
     def stop(self) -> None:
@@ -123,8 +160,11 @@ class EventManager:
                 "deliveries still running after %.1fs; stopping anyway", self.drain_timeout
             )
         self.provider.stop()
+        self._scheduler.close()  # retries still waiting: their originals went back unsettled
         for dispatch in self._dispatches:
             dispatch.close()
+        if self._own_store and self._store is not None:
+            self._store.close()
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._loop.stop)
             if self._loop_thread is not None:
@@ -136,10 +176,14 @@ class EventManager:
     def send_event(self, event: Any) -> None:
         """Send `event` to every listener group; callable from any thread, listeners included.
 
-        For a durable event it returns once the broker accepted the message.
+        For a durable event it returns once the broker accepted the message. If the connection
+        drops before the broker's answer, the same message (same id) is sent again after the
+        reconnect, for up to `resend_timeout` seconds: the broker may then hold it twice,
+        which idempotent listeners skip.
 
         Raises:
             UnknownEventError: `event` is not an instance of an `@event()` class.
+            MessageTooLargeError, HeaderError: bad input; nothing was sent.
             ProviderError: the provider could not send it (nothing was reported as sent).
         """
         envelope, durable = self._prepare(event)
@@ -149,8 +193,21 @@ class EventManager:
                 "Hint: in async listeners use `await event_manager.send_event_async(event)`."
             )
         future = self.provider.send(envelope, durable)
-        if future is not SENT and (durable or future.done()):
-            future.result()  # raises the provider error; a pending non-durable send finishes later
+        if future is SENT:
+            return
+        if not durable:
+            if future.done():
+                future.result()  # raises the provider error; a pending one finishes later
+            return
+        deadline = time.monotonic() + self.resend_timeout
+        while True:
+            try:
+                return future.result()
+            except ProviderConnectionError:
+                if time.monotonic() >= deadline:
+                    raise
+                logger.info("resending message %s after a connection loss", envelope.message_id)
+                future = self.provider.send(envelope, durable)
 
     def send_events(self, events: Iterable[Any]) -> None:
         """Send many events with all of them in flight at once (the provider bounds the window);
@@ -186,11 +243,18 @@ class EventManager:
         completions = self._completions
         if completions is None or completions.loop is not asyncio.get_running_loop():
             completions = self._completions = LoopCompletions(asyncio.get_running_loop())
-        try:
-            await completions.wrap(future)
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
+        deadline = time.monotonic() + self.resend_timeout
+        while True:
+            try:
+                await completions.wrap(future)
+                return
+            except asyncio.CancelledError:
+                future.cancel()
+                raise
+            except ProviderConnectionError:  # as in send_event: the same message again
+                if not durable or time.monotonic() >= deadline:
+                    raise
+                future = self.provider.send(envelope, durable)
 
     def _prepare(self, event: Any) -> tuple[Envelope, bool]:
         sender = self._senders.get(type(event))
@@ -201,8 +265,15 @@ class EventManager:
         if self._state == "new" and self.environment is not None:
             self.start()  # a bean sends before the environment finished: start early
         envelope = new_envelope(encode(event), descriptor.name)
-        for pipeline in self._pipelines:
-            pipeline.send(envelope, descriptor)
+        if self._pipelines:
+            for pipeline in self._pipelines:
+                pipeline.send(envelope, descriptor)
+            for name, value in envelope.headers.items():
+                if type(value) is not str or type(name) is not str:
+                    raise HeaderError(descriptor.name, str(name), value)
+        body, limit = envelope.body, self.max_message_size
+        if len(body) * 4 > limit and (size := len(body.encode())) > limit:  # 4: UTF-8's worst
+            raise MessageTooLargeError(descriptor.name, size, limit)
         return envelope, descriptor.durable
 
     def _report(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .envelope import Envelope
 
@@ -26,6 +26,8 @@ class Subscription:
         per_process: the group belongs to one process; its queue may expire once that process
             is gone (the provider documents how).
         prefetch: how many unacknowledged deliveries the provider may hand out at once.
+        dead_letters: this subscription stands for the group's dead-letter queue
+            `<event>::<group>.dlq` (always durable, never expiring) rather than its queue.
     """
 
     event: str
@@ -33,11 +35,20 @@ class Subscription:
     durable: bool = False
     per_process: bool = False
     prefetch: int = 100
+    dead_letters: bool = False
 
     @property
     def queue(self) -> str:
-        """The logical queue name `<event>::<group>`."""
-        return f"{self.event}::{self.group}"
+        """The logical queue name `<event>::<group>`, or `<event>::<group>.dlq`."""
+        return f"{self.event}::{self.group}{DEAD_LETTER_SUFFIX if self.dead_letters else ''}"
+
+    def dead_letter(self) -> Subscription:
+        """The subscription of this group's dead-letter queue."""
+        return replace(self, durable=True, per_process=False, dead_letters=True)
+
+
+DEAD_LETTER_SUFFIX = ".dlq"
+"""Appended to a group's queue name to name its dead-letter queue."""
 
 
 class Delivery(ABC):
@@ -120,6 +131,22 @@ class Provider(ABC):
     @abstractmethod
     def subscribe(self, subscription: Subscription, callback: DeliveryCallback) -> None:
         """Attach `callback` as a member of `subscription.group` for `subscription.event`."""
+
+    @abstractmethod
+    def send_to_queue(self, subscription: Subscription, envelope: Envelope) -> Future[None]:
+        """Put `envelope` straight into `subscription`'s queue (its dead-letter queue when
+        `subscription.dead_letters`), bypassing the event's address: no other group sees it.
+
+        Always persistent and confirmed, like a durable `send`: the future completes once the
+        broker accepted the message and fails with a `ProviderError` otherwise. Callable from
+        any thread once started, also for groups this provider does not consume (creating
+        the queue if the broker needs that). Used for retries, dead letters and re-drives.
+        """
+
+    @abstractmethod
+    def clone(self) -> Provider:
+        """A new, unstarted provider with this one's configuration (its own connection), for
+        tools that consume other queues for a while, such as the dead-letter reader."""
 
     @abstractmethod
     def send(self, envelope: Envelope, durable: bool) -> Future[None]:

@@ -1,4 +1,4 @@
-"""Shared test configuration: the broker gate.
+"""Shared test configuration: the broker gate, and the fixtures that stop what a test started.
 
 Tests marked `broker` need the brokers of scripts/brokers.sh. When BROKERS_REQUIRED=1 (the
 README's test command and CI set it) a missing broker FAILS those tests; otherwise they are
@@ -8,10 +8,15 @@ skipped with the command that starts the brokers.
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import time
+from collections.abc import Iterator
 
 import pytest
+
+from tests.contract.harness import Member
 
 BROKER_PORTS = {"RabbitMQ AMQP": 5672, "RabbitMQ STOMP": 61613, "ActiveMQ STOMP": 61614}
 
@@ -44,3 +49,30 @@ def _broker_gate(request: pytest.FixtureRequest) -> None:
     if brokers_required():
         pytest.fail(message)
     pytest.skip(message)
+
+
+@pytest.fixture
+def members() -> Iterator[list[Member]]:
+    """Apps a test started with `tests.contract.harness.start_member`; stopped at its end."""
+    started: list[Member] = []
+    yield started
+    for member in started:
+        member.stop()
+
+
+@pytest.fixture
+def workers() -> Iterator[list[subprocess.Popen[str]]]:
+    """Worker processes a test started; SIGTERM (then SIGKILL after 30 s) at its end."""
+    started: list[subprocess.Popen[str]] = []
+    yield started
+    for process in started:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in started:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=30)
+        if process.stdout is not None:
+            process.stdout.close()

@@ -3,12 +3,19 @@
 Threading, in one place: the `Container` runs on its own thread ("aspyx-amqp") and is the only
 code that touches proton objects. Other threads reach it only through `ProtonBridge.call` and
 `ProtonBridge.send`, which queue work and wake the container through proton's `EventInjector`
-with an `ApplicationEvent`. Blocking work (a strategy's `declare`, e.g. an HTTP request) runs
-on one worker thread and hands its result back the same way. Objects that leave the container
-thread (`AMQPDelivery`, futures) hold no proton objects, only keys into the handler's tables.
+with an `ApplicationEvent`. Blocking work (a strategy's `declare` or `ensure`, e.g. an HTTP
+request) runs on one worker thread and hands its result back the same way. Objects that leave
+the container thread (`AMQPDelivery`, futures) hold no proton objects, only keys into the
+handler's tables.
 
-This module holds the bridge and what crosses threads; the container's event handler (the
-connection, link and flow-control state machine) is `_proton_handler.Handler`.
+This module holds the bridge (`ProtonBridge`, the only door into the container thread), its
+settings and the sends on their way (`Outgoing`). The rest, one concern per module:
+
+* `_proton_handler.Handler`: the container's event handler, the connection state machine;
+  its send side is `_proton_sending.Sending`, its receive side `_proton_receiving.Receiving`,
+  their shared helpers are in `_proton_events` (all on the container thread);
+* `_proton_delivery`: what a group member's delivery thread runs (`Member`, `AMQPDelivery`);
+* `_proton_tls`: the `SSLDomain` and OpenSSL's check of an IP address.
 """
 
 from __future__ import annotations
@@ -24,19 +31,34 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from cproton import pn_message_get_content_type  # type: ignore[import-untyped]  # C binding
-from proton import Message, SSLDomain
+# The package itself first: a missing or blocked proton (sys.modules["proton"] = None) fails
+# this import even when proton.reactor is already loaded; AMQPProvider reports the extra.
+import proton  # noqa: F401  # imported for that failure only
 from proton.reactor import ApplicationEvent, Container, EventInjector
 
-from aspyx_event.envelope import CONTENT_TYPE, MESSAGE_ID, Envelope
+from aspyx_event.envelope import Envelope
 from aspyx_event.errors import ProviderConnectionError, ProviderError
-from aspyx_event.handoff import Workers
-from aspyx_event.provider import Delivery, DeliveryCallback, Subscription
+from aspyx_event.provider import DeliveryCallback, Subscription
 from aspyx_event.providers import _amqp_codec
+from aspyx_event.providers._proton_delivery import AMQPDelivery, Member, decode, text
 from aspyx_event.providers._proton_handler import CALL_EVENT, CLOSE_GRACE, Handler
+from aspyx_event.providers._proton_tls import check_ip_verification, ip_literal
+from aspyx_event.providers._proton_tls import ssl_domain as _ssl_domain
 
 if TYPE_CHECKING:
     from aspyx_event.providers.amqp import AddressStrategy
+
+__all__ = [  # with what moved to _proton_delivery and _proton_tls, importable from here as before
+    "AMQPDelivery",
+    "BridgeSettings",
+    "Member",
+    "Outgoing",
+    "ProtonBridge",
+    "check_ip_verification",
+    "decode",
+    "ip_literal",
+    "text",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +96,7 @@ class BridgeSettings:
         if self.user:
             options.update(user=self.user, password=self.password)
         if self.tls:
-            options["ssl_domain"] = _ssl_domain(*self.tls)
+            options["ssl_domain"] = _ssl_domain(*self.tls, host=self.host)
         return f"{'amqps' if self.tls else 'amqp'}://{host}:{self.port}", options
 
     def strategy_for(self, connection: Any) -> AddressStrategy:
@@ -97,6 +119,23 @@ class BridgeSettings:
             f"the AMQP provider for the broker at {self.where} stopped before the message was "
             f"sent ({reason}); it was not sent.\nHint: raise stop_timeout (now "
             f"{self.stop_timeout:g} s), or make sure the broker is reachable when stopping."
+        )
+
+    def certificate_message(self, reason: str) -> str:
+        """Why TLS refused the broker (permanent: `start` fails at once)."""
+        return (
+            f"the certificate of the AMQP broker at {self.where} was not accepted: {reason}.\n"
+            "Hint: check ca_file (the CA that signed the broker's certificate), "
+            f"verify_hostname, and the certificate's names ({self.host!r} must be one of its "
+            "DNS names or IP addresses)."
+        )
+
+    def queue_timeout_message(self, queue: str, last_error: str) -> str:
+        """Why a `send_to_queue` waited longer than `send_timeout` for its queue."""
+        return (
+            f"the queue {queue} on the AMQP broker at {self.where} could not be prepared within "
+            f"{self.send_timeout:g} s ({last_error}); the message was not sent.\nHint: see the "
+            "error in parentheses; the send can be retried."
         )
 
     def timeout_message(self, connected: bool, last_error: str, in_flight: int) -> str:
@@ -123,108 +162,14 @@ class Outgoing:
     durable: bool
     future: Future[None]
     deadline: float
+    queue: Subscription | None = None
+    """`send_to_queue`: the group whose queue (or dead-letter queue) this goes to; None: the
+    event's address."""
 
     def encoded(self) -> bytes:
         """The AMQP encoding of the message to send."""
         envelope = self.envelope
         return _amqp_codec.encode(envelope.body, envelope.headers, self.durable)
-
-
-@dataclass(eq=False)
-class Member:
-    """One subscribed group member; `link`, `session` and `pending` live on the container
-    thread, the callbacks run on the member's own delivery thread."""
-
-    subscription: Subscription
-    callback: DeliveryCallback
-    attached: threading.Event = field(default_factory=threading.Event)
-    error: BaseException | None = None
-    ever_attached: bool = False
-    retry_delay: float = 0.0
-    link: Any = None
-    session: Any = None
-    pending: list[tuple[int, bytes]] = field(default_factory=list)
-    """Received since the container last handed a batch to the delivery thread."""
-    thread: Workers | None = None
-
-    def hand_off(self, bridge: ProtonBridge) -> None:
-        """Give the pending messages to the delivery thread (container thread)."""
-        if self.thread is None:
-            name = f"amqp-delivery-{self.subscription.queue}"
-            self.thread = Workers(name, 1, lambda batch: self.deliver(bridge, batch))
-        self.thread.submit(self.pending)
-        self.pending = []
-
-    def deliver(self, bridge: ProtonBridge, batch: list[tuple[int, bytes]]) -> None:
-        """Decode each message and run the callback (delivery thread); a failing callback
-        requeues. Once the bridge paused, the rest stay unsettled (the broker requeues them)."""
-        for key, data in batch:
-            if bridge.paused:
-                return
-            delivery = AMQPDelivery(bridge, key, *_envelope(data))
-            try:
-                self.callback(delivery)
-            except Exception:
-                logger.exception(
-                    "group %s: the callback failed; requeueing", self.subscription.queue
-                )
-                delivery.reject(requeue=True)
-
-
-def _envelope(data: bytes) -> tuple[Envelope, bool]:
-    """The envelope of an encoded message and whether it is a redelivery."""
-    fast = _amqp_codec.decode(data)
-    if fast is not None:
-        body, headers, count, first_acquirer = fast
-        return Envelope(body, headers), bool(count) or not first_acquirer
-    message = Message()  # a shape our decoder leaves to proton
-    message.decode(data)
-    return decode(message), bool(message.delivery_count) or not message.first_acquirer
-
-
-class AMQPDelivery(Delivery):
-    """A received message; settling it queues the disposition onto the container thread."""
-
-    def __init__(self, bridge: ProtonBridge, key: int, envelope: Envelope, redelivered: bool):
-        self.envelope, self.redelivered = envelope, redelivered
-        self._bridge, self._key = bridge, key
-
-    def ack(self) -> None:
-        """Accept: the broker forgets the message."""
-        self._settle("accepted")
-
-    def reject(self, requeue: bool = True) -> None:
-        """Release (requeue=True) or reject (drop) the message."""
-        self._settle("released" if requeue else "rejected")
-
-    def _settle(self, outcome: str) -> None:
-        # the container ignores keys it no longer knows: settling is idempotent
-        self._bridge.settle(self._key, outcome)
-
-    def __repr__(self) -> str:
-        return f"AMQPDelivery({self.envelope!r}, redelivered={self.redelivered})"
-
-
-def decode(message: Any) -> Envelope:
-    """The envelope of a decoded proton `Message` (shapes `_amqp_codec` leaves to proton);
-    any body becomes text, never an exception."""
-    headers = {str(key): text(value) for key, value in (message.properties or {}).items()}
-    # Message.content_type answers symbol(None) == "None" when absent: read the raw field.
-    content_type = pn_message_get_content_type(message._msg)
-    if content_type:
-        headers[CONTENT_TYPE] = text(content_type)
-    if message.id is not None and message.id != "":
-        headers[MESSAGE_ID] = text(message.id)
-    return Envelope(text(message.body), headers)
-
-
-def text(value: object) -> str:
-    """Best-effort text of an AMQP value (binary bodies arrive as `memoryview`)."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).decode("utf-8", "replace")
-    return "" if value is None else str(value)
 
 
 class ProtonBridge:
@@ -278,13 +223,14 @@ class ProtonBridge:
         for member in list(self.handler.members):
             if member.thread is not None:
                 member.thread.shutdown(wait=True)  # their settlements are queued before ours
-        self.executor.shutdown(wait=False, cancel_futures=True)
         if thread is not None:
             self.call(lambda handler: handler.shutdown())
             thread.join(self.settings.stop_timeout + CLOSE_GRACE + 1)
-            if thread.is_alive():
-                logger.warning("the AMQP I/O thread did not end in time; leaving it behind")
-                return
+        # only now: the flush may wait for a queue that send_to_queue needs declared
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        if thread is not None and thread.is_alive():
+            logger.warning("the AMQP I/O thread did not end in time; leaving it behind")
+            return
         with self._lock:
             injector, self.injector = self.injector, None
         for fd in injector.pipe if injector is not None else ():
@@ -331,6 +277,26 @@ class ProtonBridge:
         )
         return future
 
+    def send_to_queue(self, subscription: Subscription, envelope: Envelope) -> Future[None]:
+        """Queue a persistent send straight into `subscription`'s queue (`Handler.send_to_queue`
+        waits for the queue to be declared first)."""
+        future: Future[None] = Future()
+        deadline = time.monotonic() + self.settings.send_timeout
+        item = Outgoing(envelope, True, future, deadline, subscription)
+        with self._lock:
+            if self._accepting:
+                self._commands.put(lambda handler: handler.send_to_queue(item))
+                self._wake()
+                return future
+        future.set_exception(
+            ProviderError(
+                f"nothing was sent to queue {subscription.queue} on the AMQP broker at "
+                f"{self.settings.where}: the provider is not started or already stopped."
+                "\nHint: call start() first, and send before stop()."
+            )
+        )
+        return future
+
     def settle(self, key: int, outcome: str) -> None:
         """Settle received delivery `key` with `outcome` on the container thread."""
         self._settlements.put((key, outcome))
@@ -345,17 +311,33 @@ class ProtonBridge:
 
     def declare(self, strategy: AddressStrategy, member: Member, generation: int) -> None:
         """Run `strategy.declare` on the worker thread; `Handler.declared` gets the outcome."""
+        self._on_worker(
+            lambda: strategy.declare(member.subscription),
+            lambda handler, error: handler.declared(member, generation, error),
+        )
 
-        def declare() -> None:
+    def ensure(
+        self, strategy: AddressStrategy, subscription: Subscription, generation: int
+    ) -> None:
+        """Run `strategy.ensure` on the worker thread; `Handler.ensured` gets the outcome."""
+        self._on_worker(
+            lambda: strategy.ensure(subscription),
+            lambda handler, error: handler.ensured(subscription, generation, error),
+        )
+
+    def _on_worker(
+        self, work: Callable[[], None], then: Callable[[Handler, BaseException | None], None]
+    ) -> None:
+        def run() -> None:
             error: BaseException | None = None
             try:
-                strategy.declare(member.subscription)
+                work()
             except Exception as exc:
                 error = exc
-            self.call(lambda handler: handler.declared(member, generation, error))
+            self.call(lambda handler: then(handler, error))
 
         with contextlib.suppress(RuntimeError):  # the executor is shut down: we are stopping
-            self.executor.submit(declare)
+            self.executor.submit(run)
 
     def _wake(self) -> None:
         # The caller holds self._lock; one pending wake-up covers any number of queued items.
@@ -388,21 +370,3 @@ def _drain(source: queue.SimpleQueue[_T]) -> list[_T]:
         while True:
             items.append(source.get_nowait())
     return items
-
-
-def _ssl_domain(
-    ca_file: str | None, cert_file: str | None, key_file: str | None, verify_hostname: bool
-) -> Any:
-    """A client `SSLDomain`: trusted CAs, peer verification, optional client certificate."""
-    domain = SSLDomain(SSLDomain.MODE_CLIENT)
-    if ca_file:
-        domain.set_trusted_ca_db(ca_file)
-    mode = SSLDomain.VERIFY_PEER_NAME if verify_hostname else SSLDomain.VERIFY_PEER
-    domain.set_peer_authentication(mode, ca_file)
-    if cert_file:
-        domain.set_credentials(cert_file, key_file or cert_file, None)
-    return domain
-
-
-def _q(member: Member) -> str:
-    return member.subscription.queue

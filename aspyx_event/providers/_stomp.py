@@ -5,14 +5,17 @@ connects with exponential backoff, subscribes, writes SEND/ACK/NACK frames, runs
 `StompLink.call_soon` work and disconnects. Other threads reach it only through a command queue
 (`_stomp_commands`) and learn results through futures. stomp.py's receiver thread, through
 `_stomp_session`, completes receipts, hands MESSAGE frames to the handler and reports a lost
-connection; its heart-beat thread drops a silent one. Each connection has a generation:
-settlements and reports naming an older one are ignored (settling a delivery of a dropped
-connection is a no-op).
+connection; its heart-beat thread drops a silent one. stomp.py reports a failed attempt without
+its cause, so `_stomp_session.diagnose` repeats the TCP connect and TLS handshake to name it; a
+certificate that does not verify, or a TLS file that cannot be loaded, ends `start` at once
+instead of being retried (after `start`, it is logged once and retried like a lost network).
+Each connection has a generation: settlements and reports naming an older one are ignored
+(settling a delivery of a dropped connection is a no-op).
 
 `StompLink.stop` queues a marker behind every send accepted so far. The I/O thread keeps
 writing (reconnecting if it must, without subscribing) until it took the marker, nothing is
-parked and no RECEIPT is outstanding, or until ``stop_timeout`` ran out; then it fails what is
-left, logs their count once and DISCONNECTs.
+parked, no RECEIPT is outstanding and the ACKs those RECEIPTs released are written, or until
+``stop_timeout`` ran out; then it fails what is left, logs their count once and DISCONNECTs.
 """
 
 from __future__ import annotations
@@ -29,9 +32,14 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from stomp.exception import StompException
+from stomp.exception import ConnectFailedException, StompException
 
-from aspyx_event.errors import ProviderConfigurationError, ProviderConnectionError, ProviderError
+from aspyx_event.errors import (
+    EventError,
+    ProviderConfigurationError,
+    ProviderConnectionError,
+    ProviderError,
+)
 from aspyx_event.providers._stomp_commands import (
     Call,
     Command,
@@ -48,7 +56,14 @@ from aspyx_event.providers._stomp_commands import (
     take_sends,
     timeout_error,
 )
-from aspyx_event.providers._stomp_session import Listener, Session, open_connection
+from aspyx_event.providers._stomp_session import (
+    ConnectProblem,
+    Listener,
+    Session,
+    check_tls_files,
+    diagnose,
+    open_connection,
+)
 from aspyx_event.providers._stomp_wire import LinkHandler, LinkSettings, SubscribeSpec, Target
 
 logger = logging.getLogger(__name__)
@@ -76,7 +91,7 @@ class StompLink:
         self._stopping, self._outcome = threading.Event(), threading.Event()
         self._stop_deadline, self._stop_seen = math.inf, False
         self._failure = "no attempt finished"
-        self._fatal: ProviderConfigurationError | None = None
+        self._fatal: EventError | None = None  # `start` raises it: retrying cannot help
         self._outage_since: float | None = None
 
     @property
@@ -181,6 +196,9 @@ class StompLink:
 
     def _connect(self) -> bool:
         s, session = self.settings, self._session
+        unusable = check_tls_files(s)
+        if unusable is not None:
+            return self._failed(None, unusable)
         listener = Listener(session, self._handler, session.next_generation())
         conn = open_connection(self.settings, listener)
         try:
@@ -196,6 +214,8 @@ class StompLink:
             self._fatal = exc
             self._stopping.set()
             return self._abandon(conn, str(exc))
+        except ConnectFailedException:  # stomp.py logged why, and our log filter dropped it
+            return self._failed(conn, diagnose(s))
         except (ProviderError, *_WRITE_ERRORS) as exc:
             return self._abandon(conn, str(exc) or "no TCP (or TLS) connection")
         if self._outage_since is not None:
@@ -207,10 +227,22 @@ class StompLink:
         self._outcome.set()
         return True
 
+    def _failed(self, conn: Any, problem: ConnectProblem) -> bool:
+        """No connection. A certificate or TLS file problem ends a `start` at once; later
+        (reconnecting) it is logged once and retried, as someone may fix it meanwhile."""
+        if problem.error is not None:
+            if not self._outcome.is_set():  # start() is waiting for the first connection
+                self._fatal = problem.error
+                self._stopping.set()
+            elif problem.reason != self._failure:
+                logger.error("cannot reconnect to the STOMP broker: %s", problem.error)
+        return self._abandon(conn, problem.reason)
+
     def _abandon(self, conn: Any, reason: str) -> bool:
         self._failure, self._conn = reason, None
         logger.debug("STOMP connection attempt to %s failed: %s", self.settings.address, reason)
-        self._close(conn, alive=False)
+        if conn is not None:
+            self._close(conn, alive=False)
         if self._fatal is not None:
             self._outcome.set()
         return False
@@ -260,7 +292,10 @@ class StompLink:
                 self._stop_seen = True
                 if not self._session.drain(self._stop_deadline):
                     self._lose()
-                return
+                    return
+                if self._commands.empty() or time.monotonic() >= self._stop_deadline:
+                    return
+                continue  # the RECEIPTs released ACKs (ActiveMQ requeues): write them too
             if isinstance(item, Lost):
                 if item.generation != self._session.generation:
                     continue

@@ -14,7 +14,12 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from aspyx_event.errors import ProviderConnectionError, ProviderError, SendTimeoutError
+from aspyx_event.errors import (
+    ProviderConfigurationError,
+    ProviderConnectionError,
+    ProviderError,
+    SendTimeoutError,
+)
 from aspyx_event.providers._stomp_wire import LinkSettings, Target
 
 logger = logging.getLogger(__name__)
@@ -123,7 +128,42 @@ def connect_error(settings: LinkSettings, reason: str) -> ProviderConnectionErro
 def not_started_error(settings: LinkSettings) -> ProviderConnectionError:
     """A send before `start` or after `stop`."""
     return ProviderConnectionError(
-        f"the STOMP provider for {settings.address} is not started.\nHint: start() it."
+        f"the STOMP provider for {settings.address} is not started (or was stopped); the "
+        "message was NOT sent.\nHint: start() it first, and stop() it only after the last send."
+    )
+
+
+_NAME_MISMATCH = (62, 64)  # OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+_EXPIRED = 10  # X509_V_ERR_CERT_HAS_EXPIRED
+
+
+def certificate_error(settings: LinkSettings, code: int, why: str) -> ProviderConnectionError:
+    """The broker's TLS certificate did not verify (OpenSSL's verify `code` and message)."""
+    ca_file = settings.tls[0] if settings.tls else None
+    if code in _NAME_MISMATCH:
+        hint = (
+            "connect with a host name or IP address that the broker's certificate lists (its "
+            f"subjectAltName), or give the broker a certificate for {settings.host!r}"
+        )
+    elif code == _EXPIRED:
+        hint = "renew the broker's certificate (or correct this machine's clock)"
+    else:
+        trusted = f"ca_file ({ca_file})" if ca_file else "the system's CAs (no ca_file given)"
+        hint = f"{trusted} must hold the CA that signed the broker's certificate"
+    return ProviderConnectionError(
+        f"the STOMP broker at {settings.address} presented a TLS certificate that does not "
+        f"verify: {why.rstrip('.')}.\nHint: {hint}."
+    )
+
+
+def tls_files_error(
+    settings: LinkSettings, what: str, error: OSError
+) -> ProviderConfigurationError:
+    """A TLS file given to the provider could not be loaded."""
+    return ProviderConfigurationError(
+        f"cannot load {what} for TLS to the STOMP broker at {settings.address}: {error}.\n"
+        "Hint: ca_file, cert_file and key_file must name readable PEM files, key_file the "
+        "private key of cert_file."
     )
 
 

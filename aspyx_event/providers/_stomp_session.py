@@ -4,23 +4,32 @@
 and the futures awaiting a RECEIPT (the window of unconfirmed frames). The I/O thread
 (`aspyx_event.providers._stomp`) registers receipts and waits for room or for the drain on
 stop; stomp.py's receiver thread, through `Listener`, marks the connection alive, completes
-receipts and reports ERROR frames and the end of the connection.
+receipts and reports ERROR frames and the end of the connection. `open_connection` makes the
+stomp.py connection; `diagnose` finds out why one could not connect.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Any
 
 import stomp
 
-from aspyx_event.errors import ProviderError
-from aspyx_event.providers._stomp_commands import fail, lost_error
+from aspyx_event.errors import EventError, ProviderError
+from aspyx_event.providers._stomp_commands import (
+    certificate_error,
+    fail,
+    lost_error,
+    tls_files_error,
+)
 from aspyx_event.providers._stomp_wire import Inbound, LinkHandler, LinkSettings
 
 logger = logging.getLogger(__name__)
@@ -34,6 +43,9 @@ class Session:
         self.cond = threading.Condition()
         self.generation, self.alive, self.refusal = 0, False, ""
         self.receipts: dict[str, Future[None]] = {}
+        # a RECEIPT's future is completed outside the lock; its callbacks may queue more frames
+        # (an ActiveMQ requeue ACKs the original), which `drain` must wait for too
+        self.completing, self.draining = False, False
         self._ids = itertools.count(1)
 
     def next_generation(self) -> int:
@@ -77,10 +89,15 @@ class Session:
             self.cond.notify_all()
 
     def drain(self, deadline: float) -> bool:
-        """Wait until no receipt is outstanding or `deadline`; False if the connection died."""
+        """Wait until no receipt is outstanding, nor its future's callbacks still running, or
+        until `deadline`; False if the connection died."""
         with self.cond:
+            self.draining = True
             remaining = deadline - time.monotonic()
-            self.cond.wait_for(lambda: not self.receipts or not self.alive, remaining)
+            self.cond.wait_for(
+                lambda: (not self.receipts and not self.completing) or not self.alive, remaining
+            )
+            self.draining = False
             return self.alive
 
     def wait_closed(self, timeout: float) -> None:
@@ -115,14 +132,21 @@ class Session:
             self._on_lost(generation)
 
     def complete(self, receipt_id: str | None, error: ProviderError | None) -> None:
-        """The RECEIPT (or the ERROR) for `receipt_id` arrived."""
+        """The RECEIPT (or the ERROR) for `receipt_id` arrived (receiver thread)."""
         with self.cond:
             future = self.receipts.pop(receipt_id or "", None)
+            self.completing = future is not None
             self.cond.notify_all()
-        if future is not None and error is not None:
+        if future is None:
+            return
+        if error is not None:
             fail(future, error)
-        elif future is not None and not future.done():
+        elif not future.done():
             future.set_result(None)
+        self.completing = False
+        if self.draining:  # only while `stop` flushes: no extra locking per receipt otherwise
+            with self.cond:
+                self.cond.notify_all()
 
     def broker_error(self, generation: int, receipt_id: str | None, text: str) -> None:
         """An ERROR frame: fail the frame it names, else end the connection (STOMP says the
@@ -199,3 +223,80 @@ def open_connection(settings: LinkSettings, listener: Listener) -> Any:
         )
     conn.set_listener("aspyx", listener)
     return conn
+
+
+_PROBE_TIMEOUT = 5.0  # seconds: a refusal or a certificate check takes milliseconds
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectProblem:
+    """Why a connection attempt failed (`diagnose`).
+
+    Attributes:
+        reason: what failed, for the error `start` raises after ``connect_timeout``.
+        error: set when retrying cannot help (a certificate that does not verify, a TLS file
+            that cannot be loaded); chained to the `ssl` or `OSError` exception.
+    """
+
+    reason: str
+    error: EventError | None = None
+
+
+def check_tls_files(settings: LinkSettings) -> ConnectProblem | None:
+    """Why the TLS files cannot be loaded, or None (also without TLS). Checked before every
+    attempt: stomp.py retries a missing file at once, without pause or limit."""
+    try:
+        if settings.tls is not None:
+            _tls_context(settings)
+    except EventError as exc:
+        return ConnectProblem(str(exc).split("\n", 1)[0], exc)
+    return None
+
+
+def diagnose(settings: LinkSettings) -> ConnectProblem:
+    """Why stomp.py found no connection: its TCP connect and TLS handshake, repeated here.
+
+    stomp.py logs the cause (a WARNING our log filter drops: one per outage is ours) and raises
+    a bare ``ConnectFailedException``. Runs only after a failed attempt, so a working connection
+    never pays for it. The TLS context is the one stomp.py 8 and 9 build: PROTOCOL_TLS_CLIENT,
+    which verifies the chain and the host name.
+    """
+    try:
+        context = None if settings.tls is None else _tls_context(settings)
+    except EventError as exc:
+        return ConnectProblem(str(exc).split("\n", 1)[0], exc)
+    address = (settings.host, settings.port)
+    try:
+        sock = socket.create_connection(address, min(settings.connect_timeout, _PROBE_TIMEOUT))
+    except OSError as exc:
+        return ConnectProblem(f"no TCP connection ({exc})")
+    try:
+        if context is not None:
+            sock = context.wrap_socket(sock, server_hostname=settings.host)
+    except ssl.SSLCertVerificationError as exc:
+        error = certificate_error(settings, exc.verify_code, exc.verify_message)
+        error.__cause__ = exc
+        return ConnectProblem(f"TLS certificate rejected ({exc.verify_message})", error)
+    except OSError as exc:
+        return ConnectProblem(f"TLS handshake failed ({exc}); is {settings.port} a TLS port?")
+    finally:
+        sock.close()
+    return ConnectProblem("no TCP (or TLS) connection, though a check right after got one")
+
+
+def _tls_context(settings: LinkSettings) -> ssl.SSLContext:
+    """stomp.py's TLS context for `settings.tls` (see `diagnose`)."""
+    ca_file, cert_file, key_file = settings.tls or (None, None, None)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    what = f"ca_file {ca_file!r}" if ca_file else "the system's CA certificates"
+    try:
+        if ca_file:
+            context.load_verify_locations(ca_file)
+        else:
+            context.load_default_certs()
+        what = f"cert_file {cert_file!r} with key_file {key_file!r}"
+        if cert_file:
+            context.load_cert_chain(cert_file, key_file or cert_file)
+    except OSError as exc:  # ssl.SSLError is an OSError
+        raise tls_files_error(settings, what, exc) from exc
+    return context

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from enum import Enum
 from typing import ClassVar
 
-from aspyx_event.errors import ProviderConfigurationError
-from aspyx_event.provider import Subscription
+from aspyx_event.errors import ProviderConfigurationError, ProviderError
+from aspyx_event.provider import DEAD_LETTER_SUFFIX, Subscription
 from aspyx_event.providers._stomp_wire import SubscribeSpec
 
 
@@ -23,13 +23,23 @@ class RejectAction(Enum):
     ACK = "ack"
     """An ACK: the broker forgets the message (a drop)."""
     REPUBLISH = "republish"
-    """Send a copy to the group's own queue, then ACK the original on the copy's RECEIPT."""
+    """Send a copy to the subscription's own queue (`AddressStrategy.queue_target`), then ACK
+    the original on the copy's RECEIPT."""
     REDISPATCH = "redispatch"
     """Keep the message unacknowledged and hand it to the member's callback again."""
 
 
 def _persistent(durable: bool) -> dict[str, str]:
     return {"persistent": "true"} if durable else {}
+
+
+def _no_queue_error(broker: str, subscription: Subscription) -> ProviderError:
+    return ProviderError(
+        f"the per-process group {subscription.queue!r} has no queue of its own on {broker} (its "
+        "member consumes the event's topic directly), so nothing can be put into it alone.\n"
+        "Hint: requeue with Delivery.reject(requeue=True), which hands the delivery to the "
+        "member again, or make the listener a shared (not per-process) group."
+    )
 
 
 class AddressStrategy(ABC):
@@ -49,7 +59,19 @@ class AddressStrategy(ABC):
 
     @abstractmethod
     def subscribe_spec(self, subscription: Subscription, expiry_ms: int) -> SubscribeSpec:
-        """The SUBSCRIBE destination and broker headers of a group member."""
+        """The SUBSCRIBE destination and broker headers of a group member (of the group's
+        dead-letter queue when `subscription.dead_letters`)."""
+
+    @abstractmethod
+    def queue_target(
+        self, subscription: Subscription, persistent: bool = True
+    ) -> tuple[str, dict[str, str]]:
+        """The SEND destination and headers that reach `subscription`'s queue (its dead-letter
+        queue when `subscription.dead_letters`) and no other group's.
+
+        Raises:
+            ProviderError: the broker keeps no queue of that group's own.
+        """
 
     def reject(
         self, subscription: Subscription, requeue: bool
@@ -57,18 +79,23 @@ class AddressStrategy(ABC):
         """How to reject a delivery of `subscription`: the action and its frame's headers."""
         return RejectAction.NACK, {}
 
-    def requeue_target(self, member: Subscription, persistent: bool) -> tuple[str, dict[str, str]]:
-        """Where `RejectAction.REPUBLISH` sends the copy: only the group's own queue."""
-        raise NotImplementedError(f"{self.name} requeues with NACK")
-
 
 class RabbitMQStrategy(AddressStrategy):
-    """RabbitMQ's STOMP plugin: ``amq.topic`` plus one named queue ``E::G`` per group."""
+    """RabbitMQ's STOMP plugin: ``amq.topic`` plus one named queue ``E::G`` per group.
+
+    A group's queue is reached through the default exchange (``/amq/queue/E::G``), which
+    declares nothing, so no argument of the existing queue can conflict; a message for a queue
+    that does not exist is dropped by the broker. The dead-letter queue ``E::G.dlq`` is a
+    ``/queue/`` destination: SEND and SUBSCRIBE both declare it durable, never auto-deleted,
+    without arguments (checked on 3.10: equal declarations, so never ``inequivalent arg``).
+    """
 
     name = "rabbitmq"
     server_prefixes = ("rabbitmq",)
 
     def subscribe_spec(self, subscription: Subscription, expiry_ms: int) -> SubscribeSpec:
+        if subscription.dead_letters:
+            return f"/queue/{subscription.queue}", {"prefetch-count": str(subscription.prefetch)}
         durable = subscription.durable
         headers = {
             "x-queue-name": subscription.queue,
@@ -85,6 +112,12 @@ class RabbitMQStrategy(AddressStrategy):
     ) -> tuple[RejectAction, dict[str, str]]:
         return RejectAction.NACK, {} if requeue else {"requeue": "false"}
 
+    def queue_target(
+        self, subscription: Subscription, persistent: bool = True
+    ) -> tuple[str, dict[str, str]]:
+        kind = "queue" if subscription.dead_letters else "amq/queue"
+        return f"/{kind}/{subscription.queue}", _persistent(persistent)
+
 
 _ACTIVEMQ_UNSAFE = str.maketrans(dict.fromkeys(".*>,", "_"))
 
@@ -95,7 +128,9 @@ class ActiveMQStrategy(AddressStrategy):
     The characters that split or wildcard an ActiveMQ name (``. * > ,``) become ``_`` in G, so
     groups differing only there share a queue. A NACK dead-letters: requeue republishes. A
     per-process group subscribes to the topic itself (non-durable: the broker keeps nothing
-    for it once its connection is gone) and requeues by handing the delivery out again.
+    for it once its connection is gone) and requeues by handing the delivery out again; it
+    has no queue of its own to send to. The dead-letter queue is the plain queue
+    ``E::G.dlq`` (G sanitised the same way), which no virtual topic feeds.
     """
 
     name = "activemq"
@@ -103,11 +138,13 @@ class ActiveMQStrategy(AddressStrategy):
 
     def _queue(self, subscription: Subscription) -> str:
         group = subscription.group.translate(_ACTIVEMQ_UNSAFE)
+        if subscription.dead_letters:
+            return f"/queue/{subscription.event}::{group}{DEAD_LETTER_SUFFIX}"
         return f"/queue/Consumer.{group}.{subscription.event}"
 
     def subscribe_spec(self, subscription: Subscription, expiry_ms: int) -> SubscribeSpec:
         prefetch = {"activemq.prefetchSize": str(subscription.prefetch)}
-        if subscription.per_process:
+        if subscription.per_process and not subscription.dead_letters:
             return f"/topic/{subscription.event}", prefetch
         return self._queue(subscription), prefetch
 
@@ -116,17 +153,26 @@ class ActiveMQStrategy(AddressStrategy):
     ) -> tuple[RejectAction, dict[str, str]]:
         if not requeue:
             return RejectAction.NACK, {}
-        return (RejectAction.REDISPATCH if subscription.per_process else RejectAction.REPUBLISH), {}
+        if subscription.per_process and not subscription.dead_letters:
+            return RejectAction.REDISPATCH, {}
+        return RejectAction.REPUBLISH, {}
 
-    def requeue_target(self, member: Subscription, persistent: bool) -> tuple[str, dict[str, str]]:
-        return self._queue(member), _persistent(persistent)
+    def queue_target(
+        self, subscription: Subscription, persistent: bool = True
+    ) -> tuple[str, dict[str, str]]:
+        if subscription.per_process and not subscription.dead_letters:
+            raise _no_queue_error("ActiveMQ", subscription)
+        return self._queue(subscription), _persistent(persistent)
 
 
 class ArtemisStrategy(AddressStrategy):
     """ActiveMQ Artemis: multicast address E, fully qualified queue ``E::G`` (untested here).
 
     A per-process group subscribes to the address itself: Artemis gives it a non-durable
-    subscription queue that goes with its consumer.
+    subscription queue that goes with its consumer (and has no name to send to). A SEND to the
+    FQQN ``E::G`` reaches queue G alone. The dead-letter queue cannot be ``E::G.dlq`` (that is
+    queue ``G.dlq`` of the multicast address E, which every event would reach): it is the
+    anycast address and queue ``E.G.dlq``.
     """
 
     name = "artemis"
@@ -136,13 +182,30 @@ class ArtemisStrategy(AddressStrategy):
         return event, {"destination-type": "MULTICAST", **_persistent(durable)}
 
     def subscribe_spec(self, subscription: Subscription, expiry_ms: int) -> SubscribeSpec:
+        if subscription.dead_letters:
+            return _artemis_dead_letters(subscription), {"subscription-type": "ANYCAST"}
         address = subscription.event if subscription.per_process else subscription.queue
         return address, {"subscription-type": "MULTICAST"}
+
+    def queue_target(
+        self, subscription: Subscription, persistent: bool = True
+    ) -> tuple[str, dict[str, str]]:
+        if subscription.dead_letters:
+            destination, kind = _artemis_dead_letters(subscription), "ANYCAST"
+        elif subscription.per_process:
+            raise _no_queue_error("Artemis", subscription)
+        else:
+            destination, kind = subscription.queue, "MULTICAST"
+        return destination, {"destination-type": kind, **_persistent(persistent)}
 
     def reject(
         self, subscription: Subscription, requeue: bool
     ) -> tuple[RejectAction, dict[str, str]]:
         return (RejectAction.NACK if requeue else RejectAction.ACK), {}
+
+
+def _artemis_dead_letters(subscription: Subscription) -> str:
+    return f"{subscription.event}.{subscription.group}{DEAD_LETTER_SUFFIX}"
 
 
 STRATEGIES: Mapping[str, AddressStrategy] = {

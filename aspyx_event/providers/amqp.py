@@ -16,27 +16,47 @@ rabbitmq   ``/topic/E``          ``/amq/queue/E::G``     the provider, through R
 artemis    address ``E``         FQQN ``E::G``           the broker (auto-create)
 =========  ====================  ======================  ==================================
 
+Every group also has a dead-letter queue `E::G.dlq` (`Subscription.dead_letter`), which no
+event reaches; `send_to_queue` puts a message straight into one group's queue or dead-letter
+queue (no other group sees it), and a dead-letter subscription consumes one:
+
+* rabbitmq: target and source ``/amq/queue/E::G`` or ``/amq/queue/E::G.dlq`` (the default
+  exchange routes to the queue of that name). The provider declares a group's dead-letter
+  queue with the group (durable, unbound, never expiring, also for per-process groups); before
+  the first `send_to_queue` to a queue on each connection it declares the queue if missing.
+* artemis: the FQQN ``E::G``, and ``E.dlq::G.dlq`` for the dead-letter queue (address
+  ``E.dlq``, to which no event is sent); the broker auto-creates both.
+
 RabbitMQ's AMQP 1.0 plugin (3.x) cannot create a named queue bound to an exchange, hence the
 management API (port `management_port`, same credentials; ``guest``/``guest`` when `user` is
 empty, like the plugin's default user). Per-process groups get the queue argument
 ``x-expires`` = `per_process_expiry`, so their queue vanishes once its process is gone. The
-provider uses RabbitMQ's default virtual host ``/``. Artemis relies on its default
-auto-creation of multicast addresses and queues (untested here: Debian ships no Artemis).
+provider uses RabbitMQ's default virtual host ``/``. RabbitMQ accepts, and drops, a message
+sent to ``/amq/queue/Q`` while Q does not exist: only a queue deleted while the connection
+lasts loses messages that way. Artemis relies on its default auto-creation of multicast
+addresses and queues and on sends to fully qualified queue names (untested here: Debian ships
+no Artemis).
+
+TLS (``amqps``): the broker's certificate chain is verified against `ca_file` (or the system
+CAs), and with `verify_hostname` its name too: a DNS name against the certificate's DNS names,
+an IP address (e.g. ``127.0.0.1``) against its IP subjectAltNames (checked by OpenSSL during
+the handshake, as proton 0.40 compares names only). A certificate that is not accepted makes
+`start` fail at once; the provider does not retry it then.
 
 Guarantees (see `aspyx_event.provider.Provider`):
 
-* Durable sends are persistent and unsettled; their future completes only on the broker's
-  ``accepted`` outcome and fails with `ProviderError` on any other outcome or when the
-  connection drops before the outcome arrived. Such a message may have been taken by the broker
-  anyway: retrying it can produce a duplicate (at least once). Up to `max_in_flight` durable
-  sends wait for their outcome at once.
+* Durable sends and `send_to_queue` are persistent and unsettled; their future completes only
+  on the broker's ``accepted`` outcome and fails with `ProviderError` on any other outcome or
+  when the connection drops before the outcome arrived. Such a message may have been taken by
+  the broker anyway: retrying it can produce a duplicate (at least once). Up to
+  `max_in_flight` of them wait for their outcome at once.
 * Non-durable sends are pre-settled (at most once): the future completes once the message is
   on the link; a connection drop right after can lose it.
-* `stop` flushes first: every message `send` accepted is handed to its link and written to the
-  socket before the connection closes, and the outcomes of durable sends are awaited, for up
-  to `stop_timeout` seconds in all. What is still unsent or unconfirmed then (or when the
-  broker is unreachable at `stop`) fails with `ProviderError`, logged once at WARNING with
-  the count.
+* `stop` flushes first: every message `send` or `send_to_queue` accepted is handed to its link
+  and written to the socket before the connection closes, and the outcomes of durable sends
+  are awaited, for up to `stop_timeout` seconds in all. What is still unsent or unconfirmed
+  then (or when the broker is unreachable at `stop`) fails with `ProviderError`, logged once
+  at WARNING with the count.
 * While disconnected, sends wait up to `send_timeout` for the reconnect, then fail with
   `SendTimeoutError` (the message was not sent).
 * Deliveries are accepted (`ack`), released (`reject(requeue=True)`) or rejected
@@ -47,9 +67,10 @@ Guarantees (see `aspyx_event.provider.Provider`):
 Threads: one I/O thread per provider runs proton; the send futures' done-callbacks run on it
 and must return quickly. Each group member has its own delivery thread: the I/O thread hands
 it what arrived in one round of I/O, and it runs the callbacks (which may block:
-`inline_dispatch`). `send`, `pause` and `Delivery.ack`/`reject` may be called from any
-thread; `start`, `stop` and `subscribe` from one controlling thread. `stop` lets each
-delivery thread finish its current callback; deliveries not handed out stay unsettled.
+`inline_dispatch`). `send`, `send_to_queue`, `pause` and `Delivery.ack`/`reject` may be
+called from any thread; `start`, `stop` and `subscribe` from one controlling thread. `stop`
+lets each delivery thread finish its current callback; deliveries not handed out stay
+unsettled.
 """
 
 from __future__ import annotations
@@ -60,15 +81,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from aspyx_event.envelope import Envelope
 from aspyx_event.errors import (
     MissingProviderLibraryError,
     ProviderConfigurationError,
 )
-from aspyx_event.provider import DeliveryCallback, Provider, Subscription
-from aspyx_event.providers._rabbitmq_admin import declare_group_queue
+from aspyx_event.provider import DEAD_LETTER_SUFFIX, DeliveryCallback, Provider, Subscription
+from aspyx_event.providers._rabbitmq_admin import declare_group_queue, ensure_queue
 
 if TYPE_CHECKING:
     from aspyx_event.providers._proton import ProtonBridge
@@ -128,14 +149,26 @@ class AddressStrategy(ABC):
 
     @abstractmethod
     def receive_address(self, subscription: Subscription) -> str:
-        """The source address of the receiver of `subscription`'s group."""
+        """The source address of the receiver of `subscription`'s group (or dead letters)."""
+
+    def queue_address(self, subscription: Subscription) -> str:
+        """The target address that puts a message straight into `subscription`'s queue (its
+        dead-letter queue when `subscription.dead_letters`); by default its source address."""
+        return self.receive_address(subscription)
 
     def declare(self, subscription: Subscription) -> None:  # noqa: B027 - optional hook
-        """Create the group's queue and binding when the broker does not do it itself."""
+        """Create the group's queue and binding, and its dead-letter queue, when the broker
+        does not do it itself (for a dead-letter subscription: its dead-letter queue)."""
+
+    def ensure(self, subscription: Subscription) -> None:
+        """Make sure `subscription`'s queue exists before `send_to_queue` sends to it (runs on
+        the worker thread, once per queue and connection); by default `declare`."""
+        self.declare(subscription)
 
 
 class ArtemisStrategy(AddressStrategy):
-    """ActiveMQ Artemis: multicast address `E`, fully qualified queue `E::G` (auto-created)."""
+    """ActiveMQ Artemis: multicast address `E`, fully qualified queue `E::G` (auto-created);
+    dead letters in `E.dlq::G.dlq`, on an address of their own that no event is sent to."""
 
     name = "artemis"
 
@@ -144,7 +177,10 @@ class ArtemisStrategy(AddressStrategy):
         return event
 
     def receive_address(self, subscription: Subscription) -> str:
-        """The fully qualified queue name `E::G`."""
+        """The fully qualified queue name `E::G`, or `E.dlq::G.dlq`."""
+        if subscription.dead_letters:
+            suffix = DEAD_LETTER_SUFFIX
+            return f"{subscription.event}{suffix}::{subscription.group}{suffix}"
         return subscription.queue
 
 
@@ -158,12 +194,17 @@ class RabbitMQStrategy(AddressStrategy):
         return f"/topic/{event}"
 
     def receive_address(self, subscription: Subscription) -> str:
-        """``/amq/queue/E::G``: the existing queue, never declared by the attach."""
+        """``/amq/queue/E::G`` (or ``/amq/queue/E::G.dlq``): the existing queue, never
+        declared by the attach. As a target it publishes to the queue of that name."""
         return f"/amq/queue/{subscription.queue}"
 
     def declare(self, subscription: Subscription) -> None:
-        """Declare the durable queue `E::G` and bind it to ``amq.topic`` with key `E`."""
+        """Declare the durable queue `E::G` bound to ``amq.topic`` with key `E`, and `E::G.dlq`."""
         declare_group_queue(self.access, subscription)
+
+    def ensure(self, subscription: Subscription) -> None:
+        """Declare the queue (as `declare`) unless it exists, whatever its arguments."""
+        ensure_queue(self.access, subscription)
 
 
 STRATEGIES: dict[str, type[AddressStrategy]] = {
@@ -219,7 +260,8 @@ class AMQPProvider(Provider):
 
     Raises:
         MissingProviderLibraryError: python-qpid-proton is not installed.
-        ProviderConfigurationError: an option is invalid.
+        ProviderConfigurationError: an option is invalid, or `verify_hostname` cannot check
+            the IP address `host` with this build of python-qpid-proton.
     """
 
     inline_dispatch = True  # callbacks run on per-member delivery threads of our own
@@ -247,6 +289,8 @@ class AMQPProvider(Provider):
         per_process_expiry: float = 300.0,
         management_port: int = 15672,
     ) -> None:
+        arguments = dict(locals())  # first: exactly the parameters, for `clone`
+        del arguments["self"]
         try:
             from aspyx_event.providers import _proton  # noqa: PLC0415 - optional library
         except ImportError as exc:
@@ -260,7 +304,10 @@ class AMQPProvider(Provider):
             stop_timeout=stop_timeout,
             per_process_expiry=per_process_expiry,
         )
+        if tls and verify_hostname:
+            _proton.check_ip_verification(host)
         self.server_name = server_name
+        self._arguments = _Arguments(arguments)
         access = BrokerAccess(
             host,
             management_port,
@@ -324,9 +371,33 @@ class AMQPProvider(Provider):
         """Send `envelope` to every group of its event (see the module docstring)."""
         return self._bridge.send(envelope, durable)
 
+    def send_to_queue(self, subscription: Subscription, envelope: Envelope) -> Future[None]:
+        """Put `envelope` into the group's queue, or its dead-letter queue when
+        `subscription.dead_letters` (see the module docstring): persistent, and the future
+        completes on the broker's ``accepted``, like a durable `send`."""
+        return self._bridge.send_to_queue(subscription, envelope)
+
+    def clone(self) -> AMQPProvider:
+        """A new, unstarted provider made with the same constructor arguments."""
+        return type(self)(**self._arguments.values)
+
+    def __repr__(self) -> str:
+        values = self._arguments.values
+        return (
+            f"{type(self).__name__}({self.server_name!r}, {values['host']!r}, {values['port']!r}, "
+            f"broker={values['broker']!r}, tls={values['tls']!r})"
+        )
+
     def _renew_bridge(self) -> None:
         old, self._bridge = self._bridge, self._bridge_type(self._settings, self._subscriptions)
         old.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class _Arguments:
+    """The constructor arguments of an `AMQPProvider`, hidden from `repr` (the password)."""
+
+    values: dict[str, Any] = field(repr=False)
 
 
 def _strategy_resolver(

@@ -65,10 +65,13 @@ class LocalBroker:
         self._lock = threading.Lock()
         self._groups: dict[str, dict[str, _Group]] = {}  # event name -> group name -> group
         self._targets: dict[str, tuple[_Group, ...]] = {}  # event name -> groups, copy on write
+        self._dead_letters: dict[str, _Group] = {}  # dead-letter queue name -> its queue
 
     def group(self, subscription: Subscription) -> _Group:
-        """The group's queue, created on the first subscription (like a broker's queue)."""
+        """The group's queue (or dead-letter queue), created on first use like a broker's."""
         with self._lock:
+            if subscription.dead_letters:  # never a target of publish
+                return self._dead_letters.setdefault(subscription.queue, _Group(subscription))
             groups = self._groups.setdefault(subscription.event, {})
             found = groups.get(subscription.group)
             if found is None:
@@ -205,9 +208,23 @@ class LocalProvider(Provider):
             member.start()
 
     def send(self, envelope: Envelope, durable: bool) -> Future[None]:
+        self._check_running()
+        self.broker.publish(envelope)
+        return SENT  # the send completed synchronously
+
+    def send_to_queue(self, subscription: Subscription, envelope: Envelope) -> Future[None]:
+        self._check_running()
+        self.broker.group(subscription).queue.put((envelope, False))
+        return SENT
+
+    def clone(self) -> LocalProvider:
+        """Another provider on the same in-process broker."""
+        return LocalProvider(
+            self.server_name, broker=self.broker, redelivery_delay=self.redelivery_delay
+        )
+
+    def _check_running(self) -> None:
         if self._stopped:
             raise ProviderConnectionError(
                 "the local provider is stopped.\nHint: send events while the environment runs."
             )
-        self.broker.publish(envelope)
-        return SENT  # the send completed synchronously

@@ -16,6 +16,21 @@ Mapping of event `E` and group `G` (every SUBSCRIBE uses ``ack:client-individual
   ``subscription-type:MULTICAST``; a per-process group SUBSCRIBEs the address ``E`` itself (a
   non-durable subscription queue). Not tested against a broker.
 
+`send_to_queue` SENDs to one group's queue, or to its dead-letter queue (DLQ), with
+``persistent:true`` and a receipt, through the same window, timeouts and reconnects as a durable
+send; a ``dead_letters`` subscription SUBSCRIBEs the DLQ (``ack:client-individual`` as always):
+
+* ``rabbitmq``: queue ``/amq/queue/E::G`` (declares nothing, so the queue's own arguments never
+  conflict; it must exist: RabbitMQ drops, yet confirms, a message for a missing queue); DLQ
+  ``/queue/E::G.dlq`` for SEND and SUBSCRIBE, which declare it durable, never auto-deleted and
+  without arguments.
+* ``activemq``: queue ``/queue/Consumer.G.E`` (created by the SEND if missing, and fed by the
+  virtual topic from then on); DLQ the plain queue ``/queue/E::G.dlq`` (G sanitised as above).
+  A per-process group has no queue of its own: its `send_to_queue` fails.
+* ``artemis``: queue the FQQN ``E::G`` (``destination-type:MULTICAST``); DLQ the anycast
+  address and queue ``E.G.dlq`` (``E::G.dlq`` would be a queue of the multicast address E).
+  A per-process group has no queue of its own: its `send_to_queue` fails. Not tested.
+
 Per-process groups (``listener-<server_name>``, host-pid by default) cannot outlive their
 process, so each broker removes what they leave behind: RabbitMQ deletes the queue
 ``per_process_expiry`` seconds after its last member left (``x-expires``); on ActiveMQ and
@@ -34,11 +49,14 @@ Artemis. ActiveMQ's NACK dead-letters, so there a copy goes to the group's own q
 original is acknowledged on the copy's RECEIPT; a per-process group has no queue of its own (and
 a copy to the topic would reach every group), so its delivery stays unacknowledged and is handed
 to the callback again, marked redelivered, on the provider's I/O thread. ``reject(requeue=False)``
-drops the message (RabbitMQ NACK ``requeue:false``, ActiveMQ NACK to its DLQ, Artemis ACK).
+drops the message (RabbitMQ NACK ``requeue:false``, ActiveMQ NACK to its DLQ, Artemis ACK). The
+ActiveMQ copy takes the path of `send_to_queue` (it keeps the original's persistence), so a
+delivery of a dead-letter subscription is requeued into the DLQ.
 
 `stop` flushes first: it writes every frame `send` already accepted (non-durable ones too) and
-waits for the RECEIPTs of durable sends in flight, for at most ``stop_timeout`` seconds; only
-what is still unsent or unconfirmed then fails (`ProviderError`, one WARNING with the count).
+waits for the RECEIPTs of durable sends in flight, for at most ``stop_timeout`` seconds, and
+writes the ACKs those RECEIPTs release (ActiveMQ requeues); only what is still unsent or
+unconfirmed then fails (`ProviderError`, one WARNING with the count).
 It ends with DISCONNECT, never UNSUBSCRIBE: RabbitMQ deletes a durable subscription's queue on
 UNSUBSCRIBE.
 """
@@ -199,6 +217,7 @@ class StompProvider(Provider):
         _check_options(broker, tls, files, timeout, max_in_flight)
         link_type = _bridge()
         self.server_name = server_name
+        self._broker, self._per_process_expiry = broker, per_process_expiry  # for clone()
         self._strategy = STRATEGIES.get(broker.lower())
         self._expiry_ms = int(per_process_expiry * 1000)
         self._members: dict[str, _Member] = {}
@@ -218,8 +237,11 @@ class StompProvider(Provider):
         """Connect and subscribe every group, blocking up to ``connect_timeout``.
 
         Raises:
-            ProviderConnectionError: no connection within ``connect_timeout``.
-            ProviderConfigurationError: ``broker="auto"`` met a broker it does not know.
+            ProviderConnectionError: no connection within ``connect_timeout`` (the message says
+                why), or at once: the broker's TLS certificate does not verify (another CA,
+                another host name, expired).
+            ProviderConfigurationError: ``broker="auto"`` met a broker it does not know, or a
+                TLS file (``ca_file``, ``cert_file``, ``key_file``) cannot be loaded.
         """
         self._paused = False
         self._link.start()
@@ -269,8 +291,36 @@ class StompProvider(Provider):
         target = partial(self._send_target, event, durable)
         return self._link.send(target, envelope.body, encode_headers(envelope.headers), durable)
 
+    def send_to_queue(self, subscription: Subscription, envelope: Envelope) -> Future[None]:
+        """Queue `envelope` for `subscription`'s queue (or dead-letter queue) alone, persistent
+        and confirmed; see `Provider.send_to_queue` and the module docstring for each broker.
+
+        The future fails with `ProviderConnectionError` before `start` and after `stop`, and
+        with `ProviderError` for a per-process group on ActiveMQ or Artemis (no queue of its own).
+        """
+        target = partial(self._queue_target, subscription, True)
+        return self._link.send(target, envelope.body, encode_headers(envelope.headers), True)
+
+    def clone(self) -> StompProvider:
+        """A new, unstarted provider with this one's constructor arguments and no members."""
+        s = self._link.settings
+        ca_file, cert_file, key_file = s.tls or (None, None, None)
+        return StompProvider(
+            self.server_name, s.host, s.port, s.user, s.password, broker=self._broker,
+            vhost=s.vhost, tls=s.tls is not None, ca_file=ca_file, cert_file=cert_file,
+            key_file=key_file, send_timeout=s.send_timeout, connect_timeout=s.connect_timeout,
+            stop_timeout=s.stop_timeout, reconnect_delay=s.reconnect_delay,
+            reconnect_max_delay=s.reconnect_max_delay, max_in_flight=s.max_in_flight,
+            heartbeat_ms=s.heartbeat_ms, per_process_expiry=self._per_process_expiry,
+        )  # fmt: skip
+
     def _send_target(self, event: str, durable: bool) -> tuple[str, dict[str, str]]:
         return self._strategy_now().send_target(event, durable)
+
+    def _queue_target(
+        self, subscription: Subscription, persistent: bool
+    ) -> tuple[str, dict[str, str]]:
+        return self._strategy_now().queue_target(subscription, persistent)
 
     def _strategy_now(self) -> AddressStrategy:
         if self._strategy is None:
@@ -327,13 +377,9 @@ class StompProvider(Provider):
     def _republish(self, delivery: StompDelivery) -> None:
         body, headers = delivery.original
         wire = {**encode_headers(headers), REDELIVERED: "true"}
-        strategy, inbound = self._strategy_now(), delivery.inbound
-        copy = self._link.send(
-            lambda: strategy.requeue_target(delivery.subscription, delivery.persistent),
-            body,
-            wire,
-            receipt=True,
-        )
+        inbound = delivery.inbound
+        target = partial(self._queue_target, delivery.subscription, delivery.persistent)
+        copy = self._link.send(target, body, wire, receipt=True)
 
         def settle_original(done: Future[None]) -> None:
             if done.exception() is None:

@@ -32,6 +32,7 @@ from aspyx_event import (
     event_listener,
 )
 from aspyx_event.providers.local import LocalBroker, LocalProvider
+from aspyx_event.retry import RetryPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 _apps = itertools.count()
@@ -85,6 +86,9 @@ class ListenerSpec:
     name: str
     per_process: bool = False
     behaviour: Callable[[Any, int], None] | None = None  # (event, attempt) -> raise to fail
+    retry: RetryPolicy | None = None
+    idempotent: bool = False
+    concurrency: int | None = None
 
 
 @dataclass
@@ -199,14 +203,27 @@ def _listener_class(
     cls = types.new_class(
         f"Listener{index}", (EventListener[Any],), {}, lambda ns: ns.update(on=on)
     )
-    return event_listener(spec.event, name=spec.name, per_process=spec.per_process)(cls)
+    return event_listener(
+        spec.event,
+        name=spec.name,
+        per_process=spec.per_process,
+        retry=spec.retry,
+        idempotent=spec.idempotent,
+        concurrency=spec.concurrency,
+    )(cls)
 
 
 def raw_send(target: BrokerTarget, event_name: str, body: str) -> None:
     """Send `body` to the event's address with the broker's own client library, bypassing the
     framework (no headers of ours)."""
+    raw_send_many(target, event_name, [body])
+
+
+def raw_send_many(target: BrokerTarget, event_name: str, bodies: list[str]) -> None:
+    """`raw_send` for many bodies, in order, over one connection."""
     if not target.url:
-        target.local.publish(Envelope(body, {"event-name": event_name}))
+        for body in bodies:
+            target.local.publish(Envelope(body, {"event-name": event_name}))
     elif target.url.startswith("amqp"):
         from proton import Message  # noqa: PLC0415 - optional client library
         from proton.utils import BlockingConnection  # noqa: PLC0415
@@ -214,7 +231,8 @@ def raw_send(target: BrokerTarget, event_name: str, body: str) -> None:
         connection = BlockingConnection("amqp://guest:guest@127.0.0.1:5672", timeout=30)
         try:
             sender = connection.create_sender(f"/topic/{event_name}")
-            sender.send(Message(body=body, durable=True))
+            for body in bodies:
+                sender.send(Message(body=body, durable=True))
         finally:
             connection.close()
     else:
@@ -224,8 +242,8 @@ def raw_send(target: BrokerTarget, event_name: str, body: str) -> None:
         connection = stomp.Connection12([("127.0.0.1", port)], vhost="/")
         connection.connect("guest", "guest", wait=True)
         try:
-            connection.send(
-                f"/topic/{event_name}", body, headers={"persistent": "true", "receipt": "r1"}
-            )
+            for index, body in enumerate(bodies):
+                headers = {"persistent": "true", "receipt": f"r{index}"}
+                connection.send(f"/topic/{event_name}", body, headers=headers)
         finally:
-            connection.disconnect()
+            connection.disconnect()  # waits for its own receipt: the sends before are in

@@ -5,7 +5,6 @@ from __future__ import annotations
 import queue
 import time
 from collections import Counter
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,15 +19,6 @@ from tests.contract.harness import (
     start_member,
     unique,
 )
-
-
-@pytest.fixture
-def members() -> Iterator[list[Member]]:
-    """Members started by a test, all stopped at its end."""
-    started: list[Member] = []
-    yield started
-    for member in started:
-        member.stop()
 
 
 def test_body_and_headers_arrive_intact(target: BrokerTarget, members: list[Member]) -> None:

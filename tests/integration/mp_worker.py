@@ -2,15 +2,17 @@
 
 Run: python -m tests.integration.mp_worker URL EVENT_NAME SERVER_NAME OUT_FILE LISTENER...
 where each LISTENER is `name` or `name:per_process`. Every delivery is appended to OUT_FILE
-as `listener n` lines; "ready" is printed once the listeners are subscribed. SIGTERM shuts
-the environment down gracefully.
+as `listener n` lines (after the listener's work: the environment variable MP_WORK_MS makes
+each delivery take that long, MP_DURABLE=1 makes the event durable); "ready" is printed once
+the listeners are subscribed. SIGTERM shuts the environment down gracefully.
 """
 
 from __future__ import annotations
 
-import signal
+import os
 import sys
 import threading
+import time
 import types
 from dataclasses import dataclass
 from typing import Any
@@ -19,22 +21,25 @@ from aspyx_di import Environment, create, module
 from aspyx_event import EventListener, EventManager, create_provider, event, event_listener
 
 
-def payload_type(event_name: str) -> type:
+def payload_type(event_name: str, durable: bool = False) -> type:
     cls = types.new_class("Payload", (), {})
     cls.__annotations__ = {"n": int}
-    return event(name=event_name)(dataclass(cls))
+    return event(name=event_name, durable=durable)(dataclass(cls))
 
 
 def main() -> None:
     url, event_name, server_name, out_file, *listeners = sys.argv[1:]
-    payload = payload_type(event_name)
+    payload = payload_type(event_name, durable=os.environ.get("MP_DURABLE") == "1")
     out = open(out_file, "a", encoding="utf-8", buffering=1)  # noqa: SIM115 - closed at exit
     lock = threading.Lock()
+    work = float(os.environ.get("MP_WORK_MS", "0")) / 1000
     namespace: dict[str, Any] = {}
     for index, spec in enumerate(listeners):
         name, _, flag = spec.partition(":")
 
         def on(self: Any, event_instance: Any, name: str = name) -> None:
+            if work:
+                time.sleep(work)
             with lock:
                 out.write(f"{name} {event_instance.n}\n")
 
@@ -55,12 +60,11 @@ def main() -> None:
 
     WorkerModule.__module__ = __name__
     globals()["WorkerModule"] = WorkerModule
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with Environment(WorkerModule):
-        print("ready", flush=True)
-        stop.wait()
-    out.close()
+    environment = Environment(WorkerModule)
+    environment.shutdown_on_signals()  # SIGTERM: finish in-flight deliveries, exit 0
+    print("ready", flush=True)
+    while True:
+        time.sleep(3600)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import logging
 import os
 import queue
 import socket
@@ -23,6 +24,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
+from typing import Any
 
 import pytest
 from proton import Message
@@ -40,6 +42,7 @@ from aspyx_event.errors import (
 from aspyx_event.provider import Delivery, Subscription
 from aspyx_event.providers.amqp import AMQPProvider
 from tests.integration.inbox import Inbox
+from tests.integration.tls_support import TLSListeners, make_certificates, tls_listeners
 
 REPO = Path(__file__).resolve().parents[2]
 HOST, PORT, MANAGEMENT = "127.0.0.1", 5672, 15672
@@ -465,6 +468,96 @@ def test_tls_against_a_plain_port_fails_start() -> None:
     provider = AMQPProvider("node", HOST, PORT, "guest", "guest", tls=True, connect_timeout=2.0)
     with pytest.raises(ProviderConnectionError, match="SSL"):
         provider.start()
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSListeners]:
+    """RabbitMQ's TLS listeners (see `tls_support`) for this module's TLS tests."""
+    if not _wait_for_broker():
+        pytest.fail(f"RabbitMQ is not reachable on {HOST}:{PORT} and {MANAGEMENT}")
+    with tls_listeners(make_certificates(tmp_path_factory.mktemp("tls"))) as listeners:
+        yield listeners
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("host", [HOST, "localhost"])
+def test_a_refused_certificate_fails_start_at_once_and_says_why(
+    tls: TLSListeners, host: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Trusting another CA is a permanent error: no retries for connect_timeout, no warnings."""
+    tls.ensure()
+    provider = AMQPProvider(
+        "node",
+        host,
+        tls.ports.amqp,
+        "guest",
+        "guest",
+        tls=True,
+        ca_file=str(tls.certificates.other_ca.cert),
+        management_port=tls.ports.management,
+        connect_timeout=60.0,
+    )
+    began = time.monotonic()
+    with caplog.at_level("INFO"), pytest.raises(ProviderConnectionError) as caught:
+        provider.start()
+    assert time.monotonic() - began < 10  # not the 60 s of connect_timeout
+    message = str(caught.value)
+    assert f"certificate of the AMQP broker at {host}:{tls.ports.amqp} was not accepted" in message
+    assert "certificate verify failed" in message
+    assert "Hint: check ca_file" in message and "start the broker" not in message
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert [t for t in threading.enumerate() if t.name == "aspyx-amqp"] == []
+
+
+@pytest.mark.broker
+def test_verify_hostname_checks_an_ip_address_against_the_certificate(tls: TLSListeners) -> None:
+    """IP:127.0.0.1 in the certificate passes; the same chain for another name does not."""
+    tls.ensure()
+    options: dict[str, Any] = {
+        "tls": True,
+        "ca_file": str(tls.certificates.ca.cert),
+        "management_port": tls.ports.management,
+        "connect_timeout": 20.0,
+    }
+    event, group = names()
+    inbox = Inbox()
+    good = AMQPProvider("node", HOST, tls.ports.amqp, "guest", "guest", **options)
+    good.subscribe(Subscription(event, group, durable=True), inbox)
+    try:
+        good.start()
+        send_all(good, event, ["verified by IP"])
+        assert inbox.bodies(1) == ["verified by IP"]
+    finally:
+        good.stop()
+    wrong = AMQPProvider("node", HOST, tls.ports.amqp_wrong_name, "guest", "guest", **options)
+    with pytest.raises(ProviderConnectionError, match="certificate verify failed"):
+        wrong.start()
+
+
+@pytest.mark.broker
+def test_a_refused_management_certificate_fails_start_at_once(tls: TLSListeners) -> None:
+    """The management API (HTTPS with tls=True) presenting another name's certificate."""
+    tls.ensure()
+    provider = AMQPProvider(
+        "node",
+        "localhost",
+        tls.ports.amqp,
+        "guest",
+        "guest",
+        tls=True,
+        ca_file=str(tls.certificates.ca.cert),
+        management_port=tls.ports.amqp_wrong_name,  # a TLS listener: the handshake fails first
+        connect_timeout=60.0,
+    )
+    event, group = names()
+    provider.subscribe(Subscription(event, group, per_process=True), Inbox())
+    began = time.monotonic()
+    with pytest.raises(ProviderError) as caught:
+        provider.start()
+    assert time.monotonic() - began < 10
+    message = str(caught.value)
+    assert "certificate of RabbitMQ's management API" in message and "not accepted" in message
+    assert "Hint: check ca_file" in message
 
 
 def test_start_without_broker_names_the_address() -> None:
