@@ -358,6 +358,7 @@ class StompLink:
             self._conn.send(destination, item.body, headers=headers)
         except _WRITE_ERRORS:
             self._session.discard(headers.get("receipt", ""))
+            item.attempted = True  # part or all of the frame may have reached the broker
             self._parked.appendleft(item)
             raise
         if not item.receipt:
@@ -383,7 +384,9 @@ class StompLink:
         while True:
             now = time.monotonic()
             while self._parked and self._parked[0].deadline <= now:
-                fail(self._parked.popleft().future, timeout_error(self.settings, "no connection"))
+                overdue = self._parked.popleft()
+                error = timeout_error(self.settings, "no connection", overdue.attempted)
+                fail(overdue.future, error)
             if now >= end or (self._stop_seen and not self._parked):
                 return
             wake = min(end, self._parked[0].deadline) if self._parked else end

@@ -36,6 +36,7 @@ class Send:
     future: Future[None]
     deadline: float  # monotonic; ``send_timeout`` after it was accepted
     claimed: bool = False
+    attempted: bool = False  # a write of it failed half-way: the broker may have it
 
     def claim(self) -> bool:
         """Mark the future running once; False when its caller cancelled it."""
@@ -167,11 +168,17 @@ def tls_files_error(
     )
 
 
-def timeout_error(settings: LinkSettings, why: str) -> SendTimeoutError:
+def timeout_error(settings: LinkSettings, why: str, attempted: bool = False) -> SendTimeoutError:
     """A send that found no connection or no room within ``send_timeout``."""
+    outcome = (
+        "an earlier attempt to write it broke off with the connection, so the broker may "
+        "have it anyway"
+        if attempted
+        else "it was NOT sent"
+    )
     return SendTimeoutError(
         f"the STOMP broker at {settings.address} did not take the message within "
-        f"{settings.send_timeout:g} s ({why}); it was NOT sent.\nHint: check that the "
+        f"{settings.send_timeout:g} s ({why}); {outcome}.\nHint: check that the "
         "broker is running and reachable, or raise send_timeout to ride out longer outages."
     )
 
