@@ -14,6 +14,10 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from cproton import (  # type: ignore[import-untyped]  # proton's C binding
+    pn_delivery_settle,
+    pn_delivery_update,
+)
 from proton import Delivery as ProtonDelivery
 from proton import Endpoint
 
@@ -158,8 +162,8 @@ class Receiving:
             entry = unsettled.pop(key, None)
             if entry is not None:
                 member, delivery = entry
-                delivery.update(_OUTCOMES[outcome])
-                delivery.settle()
+                pn_delivery_update(delivery._impl, _OUTCOMES[outcome])  # no Python wrapper work
+                pn_delivery_settle(delivery._impl)
                 credit[member] = credit.get(member, 0) + 1
         if not self.paused:
             for member, amount in credit.items():

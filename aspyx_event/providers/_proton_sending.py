@@ -16,6 +16,13 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
+from cproton import (  # type: ignore[import-untyped]  # proton's C binding
+    addressof,
+    pn_delivery,
+    pn_delivery_settle,
+    pn_link_advance,
+    pn_link_send,
+)
 from proton import Delivery as ProtonDelivery
 
 from aspyx_event.errors import ProviderConnectionError, ProviderError, SendTimeoutError
@@ -61,7 +68,7 @@ class Sending:
         self.flush_pending = False
         self.next_tag = 0
         self.backlog: deque[Outgoing] = deque()
-        self.in_flight: dict[Any, Outgoing] = {}  # proton delivery -> the send awaiting it
+        self.in_flight: dict[int, Outgoing] = {}  # proton delivery address -> its send
         self.queues: set[str] = set()  # queues known to exist on this connection
         self.parked: dict[str, list[Outgoing]] = {}  # queue -> sends awaiting its declaration
 
@@ -158,17 +165,19 @@ class Sending:
     def transmit(self, sender: Any, item: Outgoing) -> None:
         """Send one message: durable ones unsettled (await the outcome), others pre-settled."""
         self.next_tag += 1
+        link = sender._impl  # proton's C API directly: its Python wrappers cost more here
         try:
-            delivery = sender.delivery(str(self.next_tag))
-            sender.stream(item.encoded())
-            sender.advance()
+            delivery = pn_delivery(link, str(self.next_tag))
+            if pn_link_send(link, item.encoded()) < 0:
+                raise ProviderError(f"the link refused the message ({sender.error})")
+            pn_link_advance(link)
         except Exception as exc:
             item.future.set_exception(ProviderError(f"cannot send {item.envelope!r}: {exc}"))
             return
         if item.durable:
-            self.in_flight[delivery] = item
+            self.in_flight[addressof(delivery)] = item  # alive until settled: a unique key
         else:
-            delivery.settle()  # written out before the connection closes: see `Handler.drain`
+            pn_delivery_settle(delivery)  # written out before the connection closes (`drain`)
             item.future.set_result(None)
 
     @guarded
@@ -189,8 +198,8 @@ class Sending:
             problem = "settled without an outcome for"
         else:
             return  # not an outcome yet (e.g. a received-state update)
+        item = self.in_flight.pop(addressof(delivery._impl), None)
         delivery.settle()
-        item = self.in_flight.pop(delivery, None)
         if item is None:
             return
         if problem is None:
