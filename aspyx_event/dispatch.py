@@ -19,8 +19,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import inspect
+import itertools
 import logging
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -52,20 +52,19 @@ class ErrorHandler(Protocol):
 class InFlight:
     """Counts deliveries in progress so a shutdown can wait for them.
 
-    A plain lock keeps the per-delivery cost low; only shutdown waits, by polling.
+    Two `itertools.count`s whose `__next__` is one atomic C call each: no lock per delivery.
+    Only shutdown (and tests) read the difference, by polling.
     """
 
     def __init__(self) -> None:
-        self.count = 0
-        self._lock = threading.Lock()
+        self._entered, self._exited = itertools.count(), itertools.count()
+        self.enter: Callable[[], object] = self._entered.__next__
+        self.exit: Callable[[], object] = self._exited.__next__
 
-    def enter(self) -> None:
-        with self._lock:
-            self.count += 1
-
-    def exit(self) -> None:
-        with self._lock:
-            self.count -= 1
+    @property
+    def count(self) -> int:
+        """Deliveries entered and not exited yet."""
+        return _next_value(self._entered) - _next_value(self._exited)
 
     def wait_idle(self, timeout: float) -> bool:
         """True once no delivery is in progress; False if `timeout` passed first."""
@@ -196,7 +195,7 @@ class ListenerDispatch:
 
     def _deliver_sync(self, delivery: Delivery) -> None:
         event = self._decode(delivery)
-        if event is _UNDECODABLE or not self._claim(delivery):
+        if event is _UNDECODABLE or (self._store is not None and not self._claim(delivery)):
             return
         envelope, environment = delivery.envelope, self._environment
         token = environment.enter_context()
@@ -209,7 +208,10 @@ class ListenerDispatch:
             return
         finally:
             environment.exit_context(token)
-        self._succeeded(delivery)
+        if self._store is None:
+            delivery.ack()
+        else:
+            self._succeeded(delivery)
 
     def _spawn(self, delivery: Delivery) -> None:
         assert self._loop is not None
@@ -241,6 +243,10 @@ class ListenerDispatch:
         finally:
             environment.exit_context(token)
         self._succeeded(delivery)
+
+
+def _next_value(counter: itertools.count[int]) -> int:
+    return int(repr(counter)[len("count(") : -1])  # reading it without advancing it
 
 
 _UNDECODABLE: Any = object()
