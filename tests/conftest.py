@@ -9,24 +9,15 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 
 import pytest
 
 from tests.contract.harness import Member
+from tests.waiting import all_reachable, reachable
 
 BROKER_PORTS = {"RabbitMQ AMQP": 5672, "RabbitMQ STOMP": 61613, "ActiveMQ STOMP": 61614}
-
-
-def _reachable(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 def brokers_required() -> bool:
@@ -38,13 +29,9 @@ def brokers_required() -> bool:
 def _broker_gate(request: pytest.FixtureRequest) -> None:
     if request.node.get_closest_marker("broker") is None:
         return
-    missing = [name for name, port in BROKER_PORTS.items() if not _reachable(port)]
-    deadline = time.monotonic() + (90 if brokers_required() else 0)
-    while missing and time.monotonic() < deadline:  # a broker may be restarting
-        time.sleep(1)
-        missing = [name for name, port in BROKER_PORTS.items() if not _reachable(port)]
-    if not missing:
-        return
+    if all_reachable(BROKER_PORTS.values(), 90 if brokers_required() else 0):
+        return  # waited out a broker that was restarting
+    missing = [name for name, port in BROKER_PORTS.items() if not reachable(port)]
     message = f"brokers not reachable: {', '.join(missing)}. Hint: bash scripts/brokers.sh start"
     if brokers_required():
         pytest.fail(message)

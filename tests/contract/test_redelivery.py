@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -21,19 +20,21 @@ from tests.contract.harness import (
     start_member,
     unique,
 )
+from tests.waiting import eventually
 
 FAST = RetryPolicy(attempts=3, delay=0.05, jitter=0.0)
 
 
 def dead_letters(target: BrokerTarget, event_type: type, group: str, expected: int) -> list[Any]:
     """The group's dead letters, waiting (up to 30 s) until `expected` are there."""
-    reader = DeadLetters(target.provider(unique("reader")), wait=0.5)
-    deadline = time.monotonic() + 30
-    while True:
-        found = reader.list(event_type.__aspyx_event__.name, group)
-        if len(found) >= expected or time.monotonic() > deadline:
-            return found
-        time.sleep(0.3)
+    reader, found = DeadLetters(target.provider(unique("reader")), wait=0.5), []
+
+    def enough() -> bool:  # each list() itself waits until the queue was quiet for 0.5 s
+        found[:] = reader.list(event_type.__aspyx_event__.name, group)
+        return len(found) >= expected
+
+    eventually(enough, 30, interval=0)
+    return found
 
 
 def test_a_listener_failing_twice_succeeds_on_the_third_attempt(

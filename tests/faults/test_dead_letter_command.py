@@ -21,7 +21,8 @@ from tests.contract.harness import (
     start_member,
     unique,
 )
-from tests.faults.test_faults import Tally, wait_for
+from tests.faults.test_faults import Tally
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -60,7 +61,7 @@ def test_the_command_lists_and_redrives(target: BrokerTarget, members: list[Memb
         )
         return found
 
-    wait_for(lambda: len(listed()) == 1, 60, "the dead letter")
+    wait_until(lambda: len(listed()) == 1, 60, "the dead letter")
     [letter] = listed()
     assert letter["headers"]["dead-letter-error"] == "KeyError"
     assert letter["headers"]["dead-letter-attempts"] == "2"
@@ -68,5 +69,5 @@ def test_the_command_lists_and_redrives(target: BrokerTarget, members: list[Memb
     fixed.set()
     assert "re-drove 1 dead letter(s)" in command(target, "redrive", name, group)
     tally = Tally(member)
-    wait_for(lambda: tally.numbers(group) == {42}, 60, "the re-driven event")
+    tally.wait_numbers(group, {42}, 60)
     assert listed() == []

@@ -14,13 +14,15 @@ asserts that none is missing (see the README's "Delivery guarantees").
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
+import queue
 import signal
 import subprocess
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,16 +41,9 @@ from tests.contract.harness import (
 )
 from tests.integration.mp_worker import payload_type
 from tests.integration.test_multiprocess import counts, start_worker
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.broker
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.1)
 
 
 class Tally:
@@ -57,14 +52,33 @@ class Tally:
     def __init__(self, member: Member) -> None:
         self.member, self.seen = member, Counter[tuple[str, int]]()
 
-    def drain(self) -> Counter[tuple[str, int]]:
-        while not self.member.received.empty():
-            received = self.member.received.get_nowait()
-            self.seen[(received.listener, received.event.n)] += 1
+    def drain(self, wait: float = 0.0) -> Counter[tuple[str, int]]:
+        """Count what arrived; with `wait`, also what arrives until `wait` s pass quietly."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                received = (
+                    self.member.received.get(timeout=wait)
+                    if wait
+                    else (self.member.received.get_nowait())
+                )
+                self.seen[(received.listener, received.event.n)] += 1
         return self.seen
 
     def numbers(self, listener: str) -> set[int]:
         return {n for (name, n) in self.drain() if name == listener}
+
+    def wait_numbers(self, listener: str, expected: set[int], timeout: float) -> None:
+        """Block on the member's queue until `listener` saw exactly the numbers `expected`."""
+        deadline = time.monotonic() + timeout
+        while (seen := self.numbers(listener)) != expected:
+            try:
+                received = self.member.received.get(timeout=max(0, deadline - time.monotonic()))
+            except queue.Empty:
+                missing = sorted(expected - seen)[:10]
+                raise AssertionError(
+                    f"after {timeout:g} s {listener} misses {missing}..."
+                ) from None
+            self.seen[(received.listener, received.event.n)] += 1
 
 
 def brokers(command: str) -> None:
@@ -78,32 +92,35 @@ def test_1_broker_killed_mid_stream(target: BrokerTarget, members: list[Member])
     consumer = start_member(
         target, [ListenerSpec(event_type, plain), ListenerSpec(event_type, once, idempotent=True)]
     )
-    sender = start_member(target, [])
+    # a broker recovering from kill -9 may take 30 s and more: the sends wait for it
+    patient = BrokerTarget(target.name, f"{target.url}&send_timeout=120", target.restart)
+    sender = start_member(patient, [])
     members += [consumer, sender]
-    tally, sent, errors = Tally(consumer), Counter[int](), list[BaseException]()
+    tally, errors = Tally(consumer), list[BaseException]()
+    progress, a_third_sent = itertools.count(1), threading.Event()
 
     def send(numbers: range) -> None:
         for n in numbers:
             try:
                 sender.send(event_type(n, "x"))  # resends itself after a connection loss
-                sent[n] += 1
+                if next(progress) == total // 3:
+                    a_third_sent.set()
             except Exception as error:  # reported below: a send must never fail silently
                 errors.append(error)
 
     threads = [threading.Thread(target=send, args=(range(k, total, 4),)) for k in range(4)]
     for thread in threads:
         thread.start()
-    wait_for(lambda: sum(sent.values()) >= total // 3, 120, "a third of the sends")
+    assert a_third_sent.wait(120), "a third of the sends"
     brokers(target.restart.replace("restart", "kill"))
     brokers("start")
     for thread in threads:
         thread.join(timeout=300)
     assert not errors, f"sends failed: {errors[:3]}"
     everything = set(range(total))
-    wait_for(lambda: tally.numbers(plain) == everything, 180, "the plain group")
-    wait_for(lambda: tally.numbers(once) == everything, 60, "the idempotent group")
-    time.sleep(2)  # late duplicates would show up now
-    seen = tally.drain()
+    tally.wait_numbers(plain, everything, 180)
+    tally.wait_numbers(once, everything, 60)
+    seen = tally.drain(wait=2.0)  # late duplicates would show up now
     assert all(seen[(once, n)] == 1 for n in range(total)), "idempotent: exactly once"
 
 
@@ -121,7 +138,7 @@ def test_2_consumer_process_killed(
     sender = _sender(target, event_name)
     for n in range(total):
         send_payload(sender, n)
-    wait_for(lambda: sum(counts(outs[0]).values()) >= 100, 60, "worker 0 to get going")
+    wait_until(lambda: sum(counts(outs[0]).values()) >= 100, 60, "worker 0 to get going")
     workers[0].send_signal(signal.SIGKILL)
     workers[0].wait(timeout=30)
     sender.stop()
@@ -129,7 +146,7 @@ def test_2_consumer_process_killed(
     def union() -> set[int]:
         return {n for out in outs for (_name, n) in counts(out)}
 
-    wait_for(lambda: union() == set(range(total)), 120, "every event processed by the group")
+    wait_until(lambda: union() == set(range(total)), 120, "every event processed by the group")
 
 
 def _sender(target: BrokerTarget, event_name: str) -> Member:
@@ -157,9 +174,9 @@ def test_3_poison_messages_between_valid_ones(target: BrokerTarget, members: lis
     raw_send_many(target, name, bodies)
     tally = Tally(member)
     listener = group
-    wait_for(lambda: tally.numbers(listener) == set(range(300)), 120, "all valid events")
+    tally.wait_numbers(listener, set(range(300)), 120)
     reader = DeadLetters(target.provider(unique("reader")), wait=1.0)
-    wait_for(lambda: len(reader.list(name, group)) >= 200, 60, "200 dead letters")
+    wait_until(lambda: len(reader.list(name, group)) >= 200, 60, "200 dead letters")
     letters = reader.list(name, group)
     assert len(letters) == 200
     assert Counter(letter.reason for letter in letters) == {"poison": 200}
@@ -183,10 +200,10 @@ def test_4_retries_then_dead_letters_then_redrive(
     for n in range(50):
         member.send(event_type(n, "x"))
     tally, healthy = Tally(member), {n for n in range(50) if n % 10}
-    wait_for(lambda: tally.numbers(group) == healthy, 120, "the third attempts")
+    tally.wait_numbers(group, healthy, 120)
     reader = DeadLetters(target.provider(unique("reader")), wait=1.0)
     name = event_type.__aspyx_event__.name  # type: ignore[attr-defined]
-    wait_for(lambda: len(reader.list(name, group)) >= 5, 60, "5 dead letters")
+    wait_until(lambda: len(reader.list(name, group)) >= 5, 60, "5 dead letters")
     letters = reader.list(name, group)
     assert sorted(json.loads(letter.envelope.body)["n"] for letter in letters) == [
         0,
@@ -198,7 +215,7 @@ def test_4_retries_then_dead_letters_then_redrive(
     assert {(letter.reason, letter.attempts) for letter in letters} == {("failed", 3)}
     fixed.set()
     assert reader.redrive(name, group) == 5
-    wait_for(lambda: tally.numbers(group) == set(range(50)), 60, "the re-driven events")
+    tally.wait_numbers(group, set(range(50)), 60)
     assert reader.list(name, group) == []
 
 
@@ -216,13 +233,15 @@ def test_5_sigterm_during_a_steady_stream(
     sender = _sender(target, event_name)
     stream = threading.Thread(target=_steady, args=(sender, total, 200.0))
     stream.start()
-    wait_for(lambda: sum(counts(outs[0]).values()) >= 150, 60, "the first worker")
+    wait_until(lambda: sum(counts(outs[0]).values()) >= 150, 60, "the first worker")
     workers[0].send_signal(signal.SIGTERM)
     assert workers[0].wait(timeout=60) == 0, "a graceful shutdown exits normally"
     workers.append(start_worker(target.url, event_name, "second", outs[1], group))
     stream.join(timeout=120)
     sender.stop()
-    wait_for(lambda: len(counts(outs[0]) + counts(outs[1])) == total, 120, "every event processed")
+    wait_until(
+        lambda: len(counts(outs[0]) + counts(outs[1])) == total, 120, "every event processed"
+    )
     both = counts(outs[0]) + counts(outs[1])
     assert {n for (_name, n) in both} == set(range(total)), "nothing lost"
     assert max(both.values()) == 1, "nothing processed twice"

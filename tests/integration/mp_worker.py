@@ -10,6 +10,7 @@ the listeners are subscribed. SIGTERM shuts the environment down gracefully.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -64,7 +65,7 @@ def main() -> None:
     environment.shutdown_on_signals()  # SIGTERM: finish in-flight deliveries, exit 0
     print("ready", flush=True)
     while True:
-        time.sleep(3600)
+        signal.pause()  # until SIGTERM: its handler shuts down and exits
 
 
 if __name__ == "__main__":

@@ -43,33 +43,18 @@ from aspyx_event.provider import Delivery, Subscription
 from aspyx_event.providers.amqp import AMQPProvider
 from tests.integration.inbox import Inbox
 from tests.integration.tls_support import TLSListeners, make_certificates, tls_listeners
+from tests.waiting import all_reachable
 
 REPO = Path(__file__).resolve().parents[2]
 HOST, PORT, MANAGEMENT = "127.0.0.1", 5672, 15672
 WAIT = 30.0
 
 
-def _reachable(port: int) -> bool:
-    try:
-        socket.create_connection((HOST, port), timeout=2).close()
-    except OSError:
-        return False
-    return True
-
-
-def _wait_for_broker() -> bool:
-    deadline = time.monotonic() + 90  # another helper may be restarting RabbitMQ right now
-    while time.monotonic() < deadline:
-        if _reachable(PORT) and _reachable(MANAGEMENT):
-            return True
-        time.sleep(1)
-    return False
-
-
 @pytest.fixture(autouse=True)
 def _broker_gate(request: pytest.FixtureRequest) -> None:
     """Overrides the shared gate: these tests need only RabbitMQ, and wait out its restarts."""
-    if request.node.get_closest_marker("broker") is None or _wait_for_broker():
+    # another test may be restarting RabbitMQ right now
+    if request.node.get_closest_marker("broker") is None or all_reachable((PORT, MANAGEMENT), 90):
         return
     message = f"RabbitMQ is not reachable on {HOST}:{PORT} and {MANAGEMENT}"
     if os.environ.get("BROKERS_REQUIRED") == "1":
@@ -473,7 +458,7 @@ def test_tls_against_a_plain_port_fails_start() -> None:
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSListeners]:
     """RabbitMQ's TLS listeners (see `tls_support`) for this module's TLS tests."""
-    if not _wait_for_broker():
+    if not all_reachable((PORT, MANAGEMENT), 90):
         pytest.fail(f"RabbitMQ is not reachable on {HOST}:{PORT} and {MANAGEMENT}")
     with tls_listeners(make_certificates(tmp_path_factory.mktemp("tls"))) as listeners:
         yield listeners

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 from aspyx_di import Environment, create, module
 from aspyx_event import EventManager, create_provider
 from tests.integration.mp_worker import payload_type
+from tests.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[2]
 URLS = [
@@ -95,12 +95,7 @@ def test_groups_compete_and_per_process_listeners_broadcast_across_processes(
             manager.send_event(payload(n))
 
     expected_lines = EVENTS * (1 + 1 + 3)  # A once, B once, P in each of three processes
-    deadline = time.monotonic() + 120
-    while (
-        sum(sum(counts(out).values()) for out in outs) < expected_lines
-        and time.monotonic() < deadline
-    ):
-        time.sleep(0.2)
+    eventually(lambda: sum(sum(counts(out).values()) for out in outs) >= expected_lines, 120)
     per_worker = [counts(out) for out in outs]
     seen_a = per_worker[0] + per_worker[1]
     assert sorted(

@@ -24,7 +24,6 @@ import secrets
 import socket
 import ssl
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from string import Template
@@ -32,6 +31,7 @@ from string import Template
 import pytest
 
 from tests.conftest import brokers_required
+from tests.waiting import all_reachable, reachable
 
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
@@ -192,12 +192,6 @@ def _free_ports(count: int) -> list[int]:
         return [sock.getsockname()[1] for sock in sockets]
 
 
-def _listening(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=2):
-        return True
-    return False
-
-
 def _substitutions(certificates: Certificates, ports: TLSPorts) -> dict[str, object]:
     return {
         "ca": _erlang_string(certificates.ca.cert),
@@ -247,13 +241,13 @@ class TLSListeners:
             outcome = _rabbitmqctl_eval(_STOP.substitute(self._values))
         except RuntimeError as exc:  # e.g. the node is restarting, which drops them as well
             outcome = str(exc)
-        left = [port for port in dataclasses.astuple(self.ports) if _listening(port)]
+        left = [port for port in dataclasses.astuple(self.ports) if reachable(port)]
         if left:
             raise RuntimeError(f"TLS listeners on {left} survived their removal: {outcome}")
 
     def ensure(self) -> None:
         """Add the listeners again if RabbitMQ lost them (another test restarted it)."""
-        if all(map(_listening, dataclasses.astuple(self.ports))):
+        if all(map(reachable, dataclasses.astuple(self.ports))):
             return
         require_rabbitmq()
         _rabbitmqctl("await_startup", "--timeout", "60")  # its ports open before its apps run
@@ -293,11 +287,8 @@ def require_rabbitmq() -> None:
 
     Waits up to 90 s when brokers are required: another test may be restarting RabbitMQ.
     """
-    deadline = time.monotonic() + (90 if brokers_required() else 0)
-    while not all(map(_listening, RABBITMQ_PORTS)):
-        if time.monotonic() >= deadline:
-            message = f"RabbitMQ is not reachable on {HOST}:{RABBITMQ_PORTS}"
-            if brokers_required():
-                pytest.fail(message)
-            pytest.skip(f"{message}. Hint: bash scripts/brokers.sh start")
-        time.sleep(1)
+    if not all_reachable(RABBITMQ_PORTS, 90 if brokers_required() else 0):
+        message = f"RabbitMQ is not reachable on {HOST}:{RABBITMQ_PORTS}"
+        if brokers_required():
+            pytest.fail(message)
+        pytest.skip(f"{message}. Hint: bash scripts/brokers.sh start")

@@ -111,7 +111,14 @@ class Proxy:
         self.sockets: list[socket.socket] = []
         self.frozen: set[socket.socket] = set()
         self.lock = threading.Lock()
+        self.accepted = 0  # connections taken so far
+        self._taken = threading.Condition(self.lock)
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def wait_accepted(self, count: int, timeout: float) -> bool:
+        """True once `count` connections in all were accepted, False after `timeout`."""
+        with self._taken:
+            return self._taken.wait_for(lambda: self.accepted >= count, timeout)
 
     def _accept(self) -> None:
         while True:
@@ -122,6 +129,8 @@ class Proxy:
             upstream = socket.create_connection(("127.0.0.1", self.target))
             with self.lock:
                 self.sockets += [client, upstream]
+                self.accepted += 1
+                self._taken.notify_all()
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(src, dst), daemon=True).start()
 

@@ -25,6 +25,7 @@ from tests.integration.tls_support import (
     require_rabbitmq,
     tls_listeners,
 )
+from tests.waiting import wait_until
 
 PATIENT = 60.0  # connect_timeout of the fail-fast tests: they must not wait for it
 
@@ -126,10 +127,9 @@ def test_tls_reconnects_after_a_lost_connection(
         proxy.target = tls.ports.stomp_wrong_name  # reconnects meet the wrong certificate
         proxy.cut()
         assert outages.lost.wait(WAIT)
-        deadline = time.monotonic() + WAIT
-        while not errors_in(caplog) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(1.0)  # several more attempts fail meanwhile (every 0.2 s)
+        wait_until(lambda: bool(errors_in(caplog)), WAIT, "the certificate error in the log")
+        attempts = proxy.accepted
+        assert proxy.wait_accepted(attempts + 3, WAIT), "several more attempts fail meanwhile"
         proxy.target = tls.ports.stomp
         producer = make_tls()
         producer.start()
