@@ -81,7 +81,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from aspyx_event.envelope import Envelope
 from aspyx_event.errors import (
@@ -89,6 +89,7 @@ from aspyx_event.errors import (
     ProviderConfigurationError,
 )
 from aspyx_event.provider import DEAD_LETTER_SUFFIX, DeliveryCallback, Provider, Subscription
+from aspyx_event.providers._arguments import ConstructorArguments
 from aspyx_event.providers._rabbitmq_admin import declare_group_queue, ensure_queue
 
 if TYPE_CHECKING:
@@ -289,8 +290,7 @@ class AMQPProvider(Provider):
         per_process_expiry: float = 300.0,
         management_port: int = 15672,
     ) -> None:
-        arguments = dict(locals())  # first: exactly the parameters, for `clone`
-        del arguments["self"]
+        arguments = ConstructorArguments.of(locals())  # first: exactly the parameters
         try:
             from aspyx_event.providers import _proton  # noqa: PLC0415 - optional library
         except ImportError as exc:
@@ -307,7 +307,7 @@ class AMQPProvider(Provider):
         if tls and verify_hostname:
             _proton.check_ip_verification(host)
         self.server_name = server_name
-        self._arguments = _Arguments(arguments)
+        self._arguments = arguments
         access = BrokerAccess(
             host,
             management_port,
@@ -379,7 +379,8 @@ class AMQPProvider(Provider):
 
     def clone(self) -> AMQPProvider:
         """A new, unstarted provider made with the same constructor arguments."""
-        return type(self)(**self._arguments.values)
+        clone: AMQPProvider = self._arguments.call(type(self))
+        return clone
 
     def __repr__(self) -> str:
         values = self._arguments.values
@@ -391,13 +392,6 @@ class AMQPProvider(Provider):
     def _renew_bridge(self) -> None:
         old, self._bridge = self._bridge, self._bridge_type(self._settings, self._subscriptions)
         old.stop()
-
-
-@dataclass(frozen=True, slots=True)
-class _Arguments:
-    """The constructor arguments of an `AMQPProvider`, hidden from `repr` (the password)."""
-
-    values: dict[str, Any] = field(repr=False)
 
 
 def _strategy_resolver(

@@ -80,6 +80,7 @@ from aspyx_event.errors import (
     ProviderError,
 )
 from aspyx_event.provider import Delivery, DeliveryCallback, Provider, Subscription
+from aspyx_event.providers._arguments import ConstructorArguments
 from aspyx_event.providers._stomp_strategies import (
     STRATEGIES,
     ActiveMQStrategy,
@@ -212,12 +213,12 @@ class StompProvider(Provider):
         heartbeat_ms: int = 10000,
         per_process_expiry: float = 300.0,
     ) -> None:
+        self._arguments = ConstructorArguments.of(locals())  # first: for `clone`
         files = (ca_file, cert_file, key_file)
         timeout = min(send_timeout, connect_timeout, stop_timeout)
         _check_options(broker, tls, files, timeout, max_in_flight)
         link_type = _bridge()
         self.server_name = server_name
-        self._broker, self._per_process_expiry = broker, per_process_expiry  # for clone()
         self._strategy = STRATEGIES.get(broker.lower())
         self._expiry_ms = int(per_process_expiry * 1000)
         self._members: dict[str, _Member] = {}
@@ -303,16 +304,8 @@ class StompProvider(Provider):
 
     def clone(self) -> StompProvider:
         """A new, unstarted provider with this one's constructor arguments and no members."""
-        s = self._link.settings
-        ca_file, cert_file, key_file = s.tls or (None, None, None)
-        return StompProvider(
-            self.server_name, s.host, s.port, s.user, s.password, broker=self._broker,
-            vhost=s.vhost, tls=s.tls is not None, ca_file=ca_file, cert_file=cert_file,
-            key_file=key_file, send_timeout=s.send_timeout, connect_timeout=s.connect_timeout,
-            stop_timeout=s.stop_timeout, reconnect_delay=s.reconnect_delay,
-            reconnect_max_delay=s.reconnect_max_delay, max_in_flight=s.max_in_flight,
-            heartbeat_ms=s.heartbeat_ms, per_process_expiry=self._per_process_expiry,
-        )  # fmt: skip
+        clone: StompProvider = self._arguments.call(type(self))
+        return clone
 
     def _send_target(self, event: str, durable: bool) -> tuple[str, dict[str, str]]:
         return self._strategy_now().send_target(event, durable)
