@@ -3,9 +3,11 @@
 One thread of ours, ``aspyx-stomp-io``, is the only caller of the `stomp.Connection12`: it
 connects with exponential backoff, subscribes, writes SEND/ACK/NACK frames, runs
 `StompLink.call_soon` work and disconnects. Other threads reach it only through a command queue
-(`_stomp_commands`) and learn results through futures. stomp.py's receiver thread, through
-`_stomp_session`, completes receipts, hands MESSAGE frames to the handler and reports a lost
-connection; its heart-beat thread drops a silent one. stomp.py reports a failed attempt without
+(`_stomp_commands`) and learn results through futures. It encodes SEND/ACK/NACK frames itself
+and writes all that queued up with one socket write (through stomp.py's transport, whose lock
+keeps heart-beats between frames); a send's receipt is registered just before its write.
+stomp.py's receiver thread, through `_stomp_session`, completes receipts, hands MESSAGE frames
+to the handler and reports a lost connection; its heart-beat thread drops a silent one. stomp.py reports a failed attempt without
 its cause, so `_stomp_session.diagnose` repeats the TCP connect and TLS handshake to name it; a
 certificate that does not verify, or a TLS file that cannot be loaded, ends `start` at once
 instead of being retried (after `start`, it is logged once and retried like a lost network).
@@ -64,11 +66,19 @@ from aspyx_event.providers._stomp_session import (
     diagnose,
     open_connection,
 )
-from aspyx_event.providers._stomp_wire import LinkHandler, LinkSettings, SubscribeSpec, Target
+from aspyx_event.providers._stomp_wire import (
+    LinkHandler,
+    LinkSettings,
+    SubscribeSpec,
+    Target,
+    encode_frame,
+)
 
 logger = logging.getLogger(__name__)
 install_log_filter()
 _WRITE_ERRORS = (StompException, OSError, AttributeError)  # AttributeError: socket set to None
+_LINK_ERRORS = (ProviderConnectionError, *_WRITE_ERRORS)
+_WRITE_BATCH = 64 * 1024  # bytes of frames buffered before a write (the queue ran dry before)
 
 
 class _OverdueError(Exception):
@@ -86,6 +96,9 @@ class StompLink:
         self._lock = threading.Lock()  # orders `_running` with the commands it admits
         self._running = False
         self._conn: Any = None
+        self._out: list[bytes] = []  # frames written by the next `_flush`, in order
+        self._out_size = 0
+        self._out_sends: list[Send] = []  # the sends among them (parked again if it fails)
         self._subscribed: set[str] = set()
         self._thread: threading.Thread | None = None
         self._stopping, self._outcome = threading.Event(), threading.Event()
@@ -263,8 +276,8 @@ class StompLink:
 
     def _subscribe(self, subscription_id: str, spec: SubscribeSpec) -> Future[None]:
         future: Future[None] = Future()
-        rid = self._session.register(future)
-        if rid is None:
+        rid = self._session.next_receipt_id()
+        if not self._session.register({rid: future}):
             raise ProviderConnectionError("connection lost")
         self._subscribed.add(subscription_id)
         destination, headers = spec
@@ -274,20 +287,77 @@ class StompLink:
         return future
 
     def _next(self) -> Command:
-        """The next command; None for stop's marker, or once nothing follows it."""
+        """The next command; None for stop's marker, or once nothing follows it. Before it
+        waits (or reports the end), what was buffered is written."""
         if self._parked:
             return self._parked.popleft()
-        if not self._stop_seen:
-            return self._commands.get()
         try:
-            return self._commands.get_nowait()
+            item = self._commands.get_nowait()
         except queue.Empty:
-            return None
+            self._flush()
+            return None if self._stop_seen else self._commands.get()
+        if item is None:
+            self._flush()  # stop's marker: the drain that follows waits for their receipts
+        return item
+
+    def _buffer(self, frame: bytes, send: Send | None = None) -> None:
+        """Add a frame to the next write (written at once past `_WRITE_BATCH` bytes)."""
+        self._out.append(frame)
+        self._out_size += len(frame)
+        if send is not None:
+            self._out_sends.append(send)
+        if self._out_size >= _WRITE_BATCH:
+            self._flush()
+
+    def _flush(self, behind: Send | None = None) -> None:
+        """Write the buffered frames with one socket write, their receipts registered just
+        before. If that fails, the sends among them go back to the front of the parked ones
+        (then `behind`, a send not buffered yet) and the error is raised."""
+        if not self._out:
+            return
+        data, sends = b"".join(self._out), self._out_sends
+        self._out, self._out_size, self._out_sends = [], 0, []
+        receipts = {send.receipt_id: send.future for send in sends if send.receipt}
+        try:
+            if not self._session.register(receipts):
+                raise ProviderConnectionError("connection lost")
+            try:
+                self._conn.transport.send(data)
+            except _WRITE_ERRORS:
+                self._session.discard(receipts)
+                for send in sends:
+                    send.attempted = True  # part or all of it may have reached the broker
+                raise
+        except _LINK_ERRORS:
+            self._park(sends, behind)
+            raise
+        for send in sends:
+            if not send.receipt:
+                send.future.set_result(None)
+
+    def _park(self, sends: list[Send], behind: Send | None = None) -> None:
+        """Put `sends` (oldest first), then `behind`, in front of the parked sends; one whose
+        future is done already (failed as its connection died) is not written again."""
+        if behind is not None:
+            self._parked.appendleft(behind)
+        self._parked.extendleft(send for send in reversed(sends) if not send.future.done())
+
+    def _unbuffer(self) -> None:
+        """The connection is gone: park the buffered sends and drop the buffered settlements
+        (the broker redelivers what they would have settled)."""
+        sends = self._out_sends
+        self._out, self._out_size, self._out_sends = [], 0, []
+        self._park(sends)
 
     def _serve(self) -> None:
         """Write commands until the connection is lost or the stop is flushed (or overdue)."""
         while True:
-            item = self._next()
+            try:
+                item = self._next()
+            except _LINK_ERRORS as exc:
+                logger.debug("STOMP write to %s failed: %r", self.settings.address, exc)
+                self._lose()
+                return
             if item is None:
                 self._stop_seen = True
                 if not self._session.drain(self._stop_deadline):
@@ -314,15 +384,16 @@ class StompLink:
             if isinstance(item, Send):
                 return self._write_send(item)
             if isinstance(item, Subscribe):
+                self._flush()  # in order: stomp.py writes the SUBSCRIBE itself
                 self._write_subscribe(item)
             elif isinstance(item, Call):
                 item.run()
             elif item.generation == self._session.generation and self._session.alive:
                 if item.nack_headers is None:
-                    self._conn.ack(item.ack_id)
+                    self._buffer(encode_frame("ACK", {"id": item.ack_id}))
                 else:
-                    self._conn.nack(item.ack_id, **item.nack_headers)
-        except (ProviderConnectionError, *_WRITE_ERRORS) as exc:
+                    self._buffer(encode_frame("NACK", {"id": item.ack_id, **item.nack_headers}))
+        except _LINK_ERRORS as exc:
             logger.debug("STOMP write to %s failed: %r", self.settings.address, exc)
             if isinstance(item, Subscribe):
                 item.future.set_result(None)  # subscribed again on reconnect
@@ -345,28 +416,18 @@ class StompLink:
         except Exception as exc:
             fail(item.future, exc)
             return True
-        headers = {**item.headers, **headers}
+        headers = {**item.headers, **headers, "destination": destination}
         if item.receipt:
             if not self._await_window(item):
                 return self._session.alive
-            rid = self._session.register(item.future)
-            if rid is None:
-                self._parked.appendleft(item)
-                return False
-            headers["receipt"] = rid
-        try:
-            self._conn.send(destination, item.body, headers=headers)
-        except _WRITE_ERRORS:
-            self._session.discard(headers.get("receipt", ""))
-            item.attempted = True  # part or all of the frame may have reached the broker
-            self._parked.appendleft(item)
-            raise
-        if not item.receipt:
-            item.future.set_result(None)
+            headers["receipt"] = item.receipt_id = self._session.next_receipt_id()
+        self._buffer(encode_frame("SEND", headers, item.body), item)
         return True
 
     def _await_window(self, item: Send) -> bool:
         """Wait for room among `max_in_flight` unconfirmed sends; False when not written."""
+        if not self._session.has_room(len(self._out_sends)):
+            self._flush(behind=item)  # the RECEIPTs that make room are for buffered frames
         room = self._session.wait_for_room(lambda: min(item.deadline, self._stop_deadline))
         if room is None and time.monotonic() >= self._stop_deadline:
             self._parked.appendleft(item)  # failed, and counted, by _shutdown
@@ -405,6 +466,7 @@ class StompLink:
                 item.run()
 
     def _lose(self) -> None:
+        self._unbuffer()
         conn, self._conn = self._conn, None
         self._close(conn, alive=False)
         if self._outage_since is None:
@@ -429,6 +491,7 @@ class StompLink:
     def _shutdown(self) -> None:
         with self._lock:
             self._running = False
+        self._unbuffer()
         unsent = [send.future for send in self._parked] + take_sends(self._commands)
         self._parked.clear()
         fail_leftovers(self.settings, unsent, self._session.take_receipts(), self._fatal is None)

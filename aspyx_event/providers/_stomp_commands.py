@@ -37,6 +37,7 @@ class Send:
     deadline: float  # monotonic; ``send_timeout`` after it was accepted
     claimed: bool = False
     attempted: bool = False  # a write of it failed half-way: the broker may have it
+    receipt_id: str = ""  # of its current write, when it asked for a receipt
 
     def claim(self) -> bool:
         """Mark the future running once; False when its caller cancelled it."""

@@ -5,7 +5,8 @@ and the futures awaiting a RECEIPT (the window of unconfirmed frames). The I/O t
 (`aspyx_event.providers._stomp`) registers receipts and waits for room or for the drain on
 stop; stomp.py's receiver thread, through `Listener`, marks the connection alive, completes
 receipts and reports ERROR frames and the end of the connection. `open_connection` makes the
-stomp.py connection; `diagnose` finds out why one could not connect.
+stomp.py connection, with our `FrameReader` parsing MESSAGE and RECEIPT frames before stomp.py
+sees them; `diagnose` finds out why one could not connect.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ from aspyx_event.providers._stomp_commands import (
     lost_error,
     tls_files_error,
 )
-from aspyx_event.providers._stomp_wire import Inbound, LinkHandler, LinkSettings
+from aspyx_event.providers._stomp_wire import FrameReader, Inbound, LinkHandler, LinkSettings
 
 logger = logging.getLogger(__name__)
+RECEIPT_PREFIX = "aspyx-"
+"""Starts the id of every receipt the link asks for (stomp.py's own are UUIDs)."""
 
 
 class Session:
@@ -55,19 +58,28 @@ class Session:
             self.refusal = ""
             return self.generation
 
-    def register(self, future: Future[None]) -> str | None:
-        """Track `future` under a new receipt id; None when the connection is already gone."""
-        rid = f"aspyx-{next(self._ids)}"
+    def next_receipt_id(self) -> str:
+        """A new receipt id (`register` it before its frame is written)."""
+        return f"{RECEIPT_PREFIX}{next(self._ids)}"
+
+    def register(self, receipts: dict[str, Future[None]]) -> bool:
+        """Track each receipt id's future; False when the connection is already gone."""
         with self.cond:
             if not self.alive:
-                return None
-            self.receipts[rid] = future
-        return rid
+                return False
+            self.receipts.update(receipts)
+        return True
 
-    def discard(self, receipt_id: str) -> None:
-        """Forget a receipt whose frame was never written."""
+    def discard(self, receipts: dict[str, Future[None]]) -> None:
+        """Forget receipts whose frames were never (completely) written."""
         with self.cond:
-            self.receipts.pop(receipt_id, None)
+            for receipt_id in receipts:
+                self.receipts.pop(receipt_id, None)
+
+    def has_room(self, buffered: int = 0) -> bool:
+        """Fewer than ``max_in_flight`` receipts outstanding, counting `buffered` ones not
+        registered yet (a hint: no lock taken)."""
+        return len(self.receipts) + buffered < self.settings.max_in_flight
 
     def wait_for_room(self, deadline: Callable[[], float]) -> bool | None:
         """Wait until fewer than ``max_in_flight`` receipts are outstanding or `deadline()`.
@@ -185,22 +197,29 @@ class Listener(stomp.ConnectionListener):  # type: ignore[misc]
         self.session.broker_error(self.generation, frame.headers.get("receipt-id"), text)
         self.ready.set()
 
-    def on_receipt(self, frame: Any) -> None:
-        self.session.complete(frame.headers.get("receipt-id"), None)
-
     def on_disconnected(self) -> None:
         self.session.lost(self.generation)
         self.ready.set()
 
-    def on_message(self, frame: Any) -> None:
+    def take(self, command: str, headers: dict[str, str], body: bytes) -> bool:
+        """A frame from `FrameReader`: MESSAGEs and the RECEIPTs of our frames are handled
+        here; the rest (CONNECTED, ERROR, DISCONNECT's RECEIPT) is left to stomp.py."""
+        if command == "MESSAGE":
+            self._message(headers, body)
+            return True
+        receipt_id = headers.get("receipt-id", "")
+        if command == "RECEIPT" and receipt_id.startswith(RECEIPT_PREFIX):
+            self.session.complete(receipt_id, None)
+            return True
+        return False
+
+    def _message(self, headers: dict[str, str], body: bytes) -> None:
         if self.generation != self.session.generation:
             return
-        headers: dict[str, str] = dict(frame.headers)
         sid, ack_id = headers.get("subscription", ""), headers.get("ack", "")
         try:
-            self.handler.on_message(
-                Inbound(self.generation, sid, ack_id, headers, _text(frame.body))
-            )
+            text = body.decode(errors="replace")
+            self.handler.on_message(Inbound(self.generation, sid, ack_id, headers, text))
         except Exception:
             logger.exception("STOMP delivery of subscription %s failed", sid)
 
@@ -222,7 +241,24 @@ def open_connection(settings: LinkSettings, listener: Listener) -> Any:
             for_hosts=[(s.host, s.port)], key_file=key_file, cert_file=cert_file, ca_certs=ca_file
         )
     conn.set_listener("aspyx", listener)
+    _read_frames(conn.transport, FrameReader(listener.take))
     return conn
+
+
+def _read_frames(transport: Any, reader: FrameReader) -> None:
+    """Put `reader` between the socket and stomp.py's parser: stomp.py's receiver thread gets
+    only the frames the reader leaves, or a lone EOL for a read whose frames were all taken,
+    which stomp.py counts as a heart-beat (the connection is alive). `receive` is stomp.py's
+    hook for reading the socket; the instance's own is wrapped."""
+    receive = transport.receive
+
+    def receive_left() -> bytes | None:
+        data: bytes | None = receive()
+        if not data:
+            return data  # closed (None: a TLS read without application data)
+        return reader.feed(data) or b"\n"
+
+    transport.receive = receive_left
 
 
 _PROBE_TIMEOUT = 5.0  # seconds: a refusal or a certificate check takes milliseconds
