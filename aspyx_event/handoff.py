@@ -69,6 +69,88 @@ class Workers:
 _STOP: Any = object()
 
 
+class Waker:
+    """Runs `wake()` on a thread of its own after `poke`; pokes that queue up meanwhile are
+    answered by one call.
+
+    For wake-ups that cost a system call (a write to a pipe): a thread that makes one
+    releases the GIL, and a woken thread waiting for it takes over at once — per message,
+    when messages are handed over one by one. `poke` keeps the GIL, so the poking thread
+    queues up the rest of its burst before the waker gets to run.
+
+    Example:
+        >>> woken = threading.Event()
+        >>> waker = Waker("example", woken.set)
+        >>> waker.poke()
+        >>> woken.wait(5)
+        True
+        >>> waker.close()
+    """
+
+    def __init__(self, name: str, wake: Callable[[], None]) -> None:
+        self._pokes: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._wake = wake
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def poke(self) -> None:
+        """Ask for a `wake()` (any thread)."""
+        self._pokes.put(None)
+
+    def close(self) -> None:
+        """End the thread after the pokes so far."""
+        self._pokes.put(_STOP)
+
+    def _run(self) -> None:
+        get, get_nowait = self._pokes.get, self._pokes.get_nowait
+        while get() is not _STOP:
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    if get_nowait() is _STOP:
+                        self._call()
+                        return
+            self._call()
+
+    def _call(self) -> None:
+        try:
+            self._wake()
+        except Exception:
+            logger.exception("%s failed", threading.current_thread().name)
+
+
+class _Held(threading.local):
+    wakes: list[Callable[[], None]] | None = None
+
+
+_held = _Held()
+
+
+def hold_wakes() -> None:
+    """From now on, `wake_soon` on this thread only remembers its wake-ups, until
+    `release_wakes`. For a thread that finishes many hand-offs per round of work and never
+    blocks on the threads it wakes (the AMQP I/O thread)."""
+    if _held.wakes is None:
+        _held.wakes = []
+
+
+def release_wakes() -> None:
+    """Run the wake-ups held on this thread (each once); holding goes on."""
+    wakes = _held.wakes
+    if wakes:
+        _held.wakes = []
+        for wake in wakes:
+            wake()
+
+
+def wake_soon(wake: Callable[[], None]) -> None:
+    """Run `wake` now, or at this thread's next `release_wakes` while it holds them."""
+    wakes = _held.wakes
+    if wakes is None:
+        wake()
+    else:
+        wakes.append(wake)
+
+
 class LoopCompletions:
     """Awaitable results of `concurrent.futures.Future`s, completed in batches on `loop`.
 
@@ -99,6 +181,9 @@ class LoopCompletions:
             self._done.append((waiter, future))
             if len(self._done) > 1:
                 return
+        wake_soon(self._wake)
+
+    def _wake(self) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody awaits any more
             self.loop.call_soon_threadsafe(self._complete_batch)
 

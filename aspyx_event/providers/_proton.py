@@ -38,6 +38,7 @@ from proton.reactor import ApplicationEvent, Container, EventInjector
 
 from aspyx_event.envelope import Envelope
 from aspyx_event.errors import ProviderConnectionError, ProviderError
+from aspyx_event.handoff import Waker, hold_wakes, release_wakes
 from aspyx_event.provider import DeliveryCallback, Subscription
 from aspyx_event.providers import _amqp_codec
 from aspyx_event.providers._proton_delivery import AMQPDelivery, Member, decode, text
@@ -189,6 +190,7 @@ class ProtonBridge:
         self.paused = False
         self._thread: threading.Thread | None = None
         self.injector: Any = None
+        self.waker: Waker | None = None
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="aspyx-amqp-declare")
         self.handler = Handler(self, settings, [Member(s, c) for s, c in subscriptions])
 
@@ -198,6 +200,7 @@ class ProtonBridge:
             if self._thread is not None:
                 return
             self.injector = EventInjector()
+            self.waker = Waker("aspyx-amqp-waker", self._trigger)
             self._accepting = True
             self._thread = threading.Thread(target=self._run, name="aspyx-amqp", daemon=True)
         self._thread.start()
@@ -233,6 +236,9 @@ class ProtonBridge:
             return
         with self._lock:
             injector, self.injector = self.injector, None
+            waker, self.waker = self.waker, None
+        if waker is not None:
+            waker.close()
         for fd in injector.pipe if injector is not None else ():
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -341,9 +347,15 @@ class ProtonBridge:
 
     def _wake(self) -> None:
         # The caller holds self._lock; one pending wake-up covers any number of queued items.
-        if self.injector is not None and not self._wake_pending:
+        if self.waker is not None and not self._wake_pending:
             self._wake_pending = True
-            self.injector.trigger(ApplicationEvent(CALL_EVENT))
+            self.waker.poke()
+
+    def _trigger(self) -> None:
+        """Wake the container thread (on the waker thread: the pipe write gives up the GIL)."""
+        with self._lock:  # stop closes the injector's pipe under the lock
+            if self.injector is not None:
+                self.injector.trigger(ApplicationEvent(CALL_EVENT))
 
     def take_work(
         self,
@@ -356,12 +368,14 @@ class ProtonBridge:
     def _run(self) -> None:
         container = Container(self.handler)
         container.container_id = self.settings.container_id
+        hold_wakes()  # loop wake-ups of completed sends: once per round (on_reactor_quiesced)
         try:
             container.run()
         except Exception:
             logger.exception("the AMQP I/O thread failed")
         finally:
             self.handler.fail_pending(_drain(self._outbox))
+            release_wakes()
 
 
 def _drain(source: queue.SimpleQueue[_T]) -> list[_T]:

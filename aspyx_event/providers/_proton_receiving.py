@@ -22,6 +22,7 @@ from proton import Delivery as ProtonDelivery
 from proton import Endpoint
 
 from aspyx_event.errors import ProviderConnectionError, ProviderError
+from aspyx_event.handoff import release_wakes
 from aspyx_event.providers._proton_events import Timer, guarded, link_name
 
 if TYPE_CHECKING:
@@ -152,6 +153,7 @@ class Receiving:
         receiving, self.receiving = self.receiving, []
         for member in receiving:
             member.hand_off(self.bridge)
+        release_wakes()  # the event loops awaiting sends completed in this round
 
     def settle_deliveries(self, settlements: list[tuple[int, str]]) -> None:
         """Settle received deliveries, then grant their members as much new credit; keys no

@@ -7,12 +7,13 @@ connects with exponential backoff, subscribes, writes SEND/ACK/NACK frames, runs
 and writes all that queued up with one socket write (through stomp.py's transport, whose lock
 keeps heart-beats between frames); a send's receipt is registered just before its write.
 stomp.py's receiver thread, through `_stomp_session`, completes receipts, hands MESSAGE frames
-to the handler and reports a lost connection; its heart-beat thread drops a silent one. stomp.py reports a failed attempt without
-its cause, so `_stomp_session.diagnose` repeats the TCP connect and TLS handshake to name it; a
-certificate that does not verify, or a TLS file that cannot be loaded, ends `start` at once
-instead of being retried (after `start`, it is logged once and retried like a lost network).
-Each connection has a generation: settlements and reports naming an older one are ignored
-(settling a delivery of a dropped connection is a no-op).
+to the handler and reports a lost connection; its heart-beat thread drops a silent one.
+stomp.py reports a failed attempt without its cause, so `_stomp_session.diagnose` repeats the
+TCP connect and TLS handshake to name it; a certificate that does not verify, or a TLS file
+that cannot be loaded, ends `start` at once instead of being retried (after `start`, it is
+logged once and retried like a lost network). Each connection has a generation: settlements
+and reports naming an older one are ignored (settling a delivery of a dropped connection is a
+no-op).
 
 `StompLink.stop` queues a marker behind every send accepted so far. The I/O thread keeps
 writing (reconnecting if it must, without subscribing) until it took the marker, nothing is

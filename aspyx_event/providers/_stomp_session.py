@@ -25,6 +25,7 @@ from typing import Any
 import stomp
 
 from aspyx_event.errors import EventError, ProviderError
+from aspyx_event.handoff import hold_wakes, release_wakes
 from aspyx_event.providers._stomp_commands import (
     certificate_error,
     fail,
@@ -186,15 +187,20 @@ class Listener(stomp.ConnectionListener):  # type: ignore[misc]
         self.session, self.handler, self.generation = session, handler, generation
         self.ready = threading.Event()
         self.server = ""
+        self.connected = False  # CONNECTED arrived
 
     def on_connected(self, frame: Any) -> None:
         self.server = str(frame.headers.get("server", ""))
         self.session.mark_alive(self.generation)
+        self.connected = True
         self.ready.set()
 
     def on_error(self, frame: Any) -> None:
-        text = " ".join(f"{frame.headers.get('message', '')} {_text(frame.body)}".split())[:300]
-        self.session.broker_error(self.generation, frame.headers.get("receipt-id"), text)
+        self._error(frame.headers, frame.body)
+
+    def _error(self, headers: dict[str, str], body: str | bytes | None) -> None:
+        text = " ".join(f"{headers.get('message', '')} {_text(body)}".split())[:300]
+        self.session.broker_error(self.generation, headers.get("receipt-id"), text)
         self.ready.set()
 
     def on_disconnected(self) -> None:
@@ -202,16 +208,19 @@ class Listener(stomp.ConnectionListener):  # type: ignore[misc]
         self.ready.set()
 
     def take(self, command: str, headers: dict[str, str], body: bytes) -> bool:
-        """A frame from `FrameReader`: MESSAGEs and the RECEIPTs of our frames are handled
-        here; the rest (CONNECTED, ERROR, DISCONNECT's RECEIPT) is left to stomp.py."""
+        """A frame from `FrameReader`: MESSAGE, the RECEIPTs of our frames and, once
+        connected, ERROR are handled here, in the order they arrived (an ERROR may precede a
+        RECEIPT for the frame it refused); CONNECTED, an ERROR refusing the connection and
+        DISCONNECT's RECEIPT are left to stomp.py."""
         if command == "MESSAGE":
             self._message(headers, body)
-            return True
-        receipt_id = headers.get("receipt-id", "")
-        if command == "RECEIPT" and receipt_id.startswith(RECEIPT_PREFIX):
-            self.session.complete(receipt_id, None)
-            return True
-        return False
+        elif command == "RECEIPT" and headers.get("receipt-id", "").startswith(RECEIPT_PREFIX):
+            self.session.complete(headers["receipt-id"], None)
+        elif command == "ERROR" and self.connected:
+            self._error(headers, body)
+        else:
+            return False
+        return True
 
     def _message(self, headers: dict[str, str], body: bytes) -> None:
         if self.generation != self.session.generation:
@@ -256,7 +265,10 @@ def _read_frames(transport: Any, reader: FrameReader) -> None:
         data: bytes | None = receive()
         if not data:
             return data  # closed (None: a TLS read without application data)
-        return reader.feed(data) or b"\n"
+        hold_wakes()  # the event loops awaiting the sends confirmed by this read: woken once
+        left = reader.feed(data)
+        release_wakes()
+        return left or b"\n"
 
     transport.receive = receive_left
 

@@ -4,11 +4,16 @@ against each other and against stomp.py's parser."""
 
 from __future__ import annotations
 
+from concurrent.futures import Future
+
 import pytest
 
-from aspyx_event.providers._stomp_wire import FrameReader, encode_frame
+from aspyx_event.errors import ProviderError
+from aspyx_event.providers._stomp_wire import FrameReader, LinkSettings, encode_frame
 
 stomp_utils = pytest.importorskip("stomp.utils")  # the `stomp` extra
+
+from aspyx_event.providers._stomp_session import Listener, Session  # noqa: E402  # needs stomp.py
 
 AWKWARD = {
     "destination": "/topic/Order::Placed",
@@ -96,3 +101,24 @@ def test_a_large_body_arriving_in_pieces_is_one_frame() -> None:
     frame = encode_frame("MESSAGE", {"subscription": "s"}, body)
     taken, _ = read_all(frame, 16_384)
     assert [(c, b.decode()) for c, _, b in taken] == [("MESSAGE", body)]
+
+
+def test_an_error_before_the_receipt_of_the_frame_it_refused_fails_that_frame() -> None:
+    # RabbitMQ answers a refused SUBSCRIBE with ERROR and then a RECEIPT, often in one read
+    settings = LinkSettings(
+        "127.0.0.1", 61613, "", "", "/", None, 1.0, 1.0, 1.0, 0.1, 1.0, 10, 0
+    )  # fmt: skip
+    session = Session(settings, on_lost=lambda generation: None)
+    listener = Listener(session, handler=None, generation=session.next_generation())  # type: ignore[arg-type]
+    listener.on_connected(stomp_utils.Frame("CONNECTED", {"server": "RabbitMQ/3.10"}))
+    refused: Future[None] = Future()
+    receipt_id = session.next_receipt_id()
+    assert session.register({receipt_id: refused})
+    reader = FrameReader(listener.take)
+    left = reader.feed(
+        f"ERROR\nreceipt-id:{receipt_id}\nmessage:inequivalent arg 'durable'\n\n\x00"
+        f"RECEIPT\nreceipt-id:{receipt_id}\n\n\x00".encode()
+    )
+    assert left == b""
+    with pytest.raises(ProviderError, match="inequivalent arg 'durable'"):
+        refused.result(0)
