@@ -67,10 +67,11 @@ Guarantees (see `aspyx_event.provider.Provider`):
 Threads: one I/O thread per provider runs proton; the send futures' done-callbacks run on it
 and must return quickly. Each group member has its own delivery thread: the I/O thread hands
 it what arrived in one round of I/O, and it runs the callbacks (which may block:
-`inline_dispatch`). `send`, `send_to_queue`, `pause` and `Delivery.ack`/`reject` may be
-called from any thread; `start`, `stop` and `subscribe` from one controlling thread. `stop`
-lets each delivery thread finish its current callback; deliveries not handed out stay
-unsettled.
+`inline_dispatch`). A small waker thread writes the wake-ups into proton's event pipe, so
+that a thread queueing sends or settlements never gives the GIL away per message.
+`send`, `send_to_queue`, `pause` and `Delivery.ack`/`reject` may be called from any thread;
+`start`, `stop` and `subscribe` from one controlling thread. `stop` lets each delivery thread
+finish its current callback; deliveries not handed out stay unsettled.
 """
 
 from __future__ import annotations

@@ -53,6 +53,13 @@ drops the message (RabbitMQ NACK ``requeue:false``, ActiveMQ NACK to its DLQ, Ar
 ActiveMQ copy takes the path of `send_to_queue` (it keeps the original's persistence), so a
 delivery of a dead-letter subscription is requeued into the DLQ.
 
+What stomp.py does and what the provider does itself: stomp.py connects (CONNECT/CONNECTED,
+TLS, heart-beats) and reads and writes the socket; the provider encodes the frames it sends,
+writing all that queued up with one socket write, and parses the MESSAGE, RECEIPT and ERROR
+frames stomp.py reads before stomp.py would (its regular expressions per header and listener
+calls per frame cost more than the rest of a delivery). Delivery callbacks run on stomp.py's
+receiver thread and must be quick (the dispatch layer's hand the delivery to listener threads).
+
 `stop` flushes first: it writes every frame `send` already accepted (non-durable ones too) and
 waits for the RECEIPTs of durable sends in flight, for at most ``stop_timeout`` seconds, and
 writes the ACKs those RECEIPTs release (ActiveMQ requeues); only what is still unsent or
