@@ -3,9 +3,8 @@
 One thread of ours, ``aspyx-stomp-io``, is the only caller of the `stomp.Connection12`: it
 connects with exponential backoff, subscribes, writes SEND/ACK/NACK frames, runs
 `StompLink.call_soon` work and disconnects. Other threads reach it only through a command queue
-(`_stomp_commands`) and learn results through futures. It encodes SEND/ACK/NACK frames itself
-and writes all that queued up with one socket write (through stomp.py's transport, whose lock
-keeps heart-beats between frames); a send's receipt is registered just before its write.
+(`_stomp_commands`) and learn results through futures. How it writes (its own frames, many
+per socket write) is in `_stomp_writing`.
 stomp.py's receiver thread, through `_stomp_session`, completes receipts, hands MESSAGE frames
 to the handler and reports a lost connection; its heart-beat thread drops a silent one.
 stomp.py reports a failed attempt without its cause, so `_stomp_session.diagnose` repeats the
@@ -35,7 +34,7 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
-from stomp.exception import ConnectFailedException, StompException
+from stomp.exception import ConnectFailedException
 
 from aspyx_event.errors import (
     EventError,
@@ -50,7 +49,6 @@ from aspyx_event.providers._stomp_commands import (
     Send,
     Settle,
     Subscribe,
-    chain,
     connect_error,
     fail,
     fail_leftovers,
@@ -67,26 +65,19 @@ from aspyx_event.providers._stomp_session import (
     diagnose,
     open_connection,
 )
-from aspyx_event.providers._stomp_wire import (
-    LinkHandler,
-    LinkSettings,
-    SubscribeSpec,
-    Target,
-    encode_frame,
+from aspyx_event.providers._stomp_wire import LinkHandler, LinkSettings, Target
+from aspyx_event.providers._stomp_writing import (
+    LINK_ERRORS,
+    WRITE_ERRORS,
+    OverdueError,
+    Writing,
 )
 
 logger = logging.getLogger(__name__)
 install_log_filter()
-_WRITE_ERRORS = (StompException, OSError, AttributeError)  # AttributeError: socket set to None
-_LINK_ERRORS = (ProviderConnectionError, *_WRITE_ERRORS)
-_WRITE_BATCH = 64 * 1024  # bytes of frames buffered before a write (the queue ran dry before)
 
 
-class _OverdueError(Exception):
-    """``stop_timeout`` ran out while a send waited for room among unconfirmed sends."""
-
-
-class StompLink:
+class StompLink(Writing):
     """One logical STOMP connection that reconnects by itself; see the module docstring."""
 
     def __init__(self, settings: LinkSettings, handler: LinkHandler) -> None:
@@ -97,9 +88,7 @@ class StompLink:
         self._lock = threading.Lock()  # orders `_running` with the commands it admits
         self._running = False
         self._conn: Any = None
-        self._out: list[bytes] = []  # frames written by the next `_flush`, in order
-        self._out_size = 0
-        self._out_sends: list[Send] = []  # the sends among them (parked again if it fails)
+        self.init_writing()
         self._subscribed: set[str] = set()
         self._thread: threading.Thread | None = None
         self._stopping, self._outcome = threading.Event(), threading.Event()
@@ -230,7 +219,7 @@ class StompLink:
             return self._abandon(conn, str(exc))
         except ConnectFailedException:  # stomp.py logged why, and our log filter dropped it
             return self._failed(conn, diagnose(s))
-        except (ProviderError, *_WRITE_ERRORS) as exc:
+        except (ProviderError, *WRITE_ERRORS) as exc:
             return self._abandon(conn, str(exc) or "no TCP (or TLS) connection")
         if self._outage_since is not None:
             logger.info(
@@ -275,87 +264,12 @@ class StompLink:
                 self._handler.refused(sid, exc)
                 raise
 
-    def _subscribe(self, subscription_id: str, spec: SubscribeSpec) -> Future[None]:
-        future: Future[None] = Future()
-        rid = self._session.next_receipt_id()
-        if not self._session.register({rid: future}):
-            raise ProviderConnectionError("connection lost")
-        self._subscribed.add(subscription_id)
-        destination, headers = spec
-        self._conn.subscribe(
-            destination, subscription_id, "client-individual", {**headers, "receipt": rid}
-        )
-        return future
-
-    def _next(self) -> Command:
-        """The next command; None for stop's marker, or once nothing follows it. Before it
-        waits (or reports the end), what was buffered is written."""
-        if self._parked:
-            return self._parked.popleft()
-        try:
-            item = self._commands.get_nowait()
-        except queue.Empty:
-            self._flush()
-            return None if self._stop_seen else self._commands.get()
-        if item is None:
-            self._flush()  # stop's marker: the drain that follows waits for their receipts
-        return item
-
-    def _buffer(self, frame: bytes, send: Send | None = None) -> None:
-        """Add a frame to the next write (written at once past `_WRITE_BATCH` bytes)."""
-        self._out.append(frame)
-        self._out_size += len(frame)
-        if send is not None:
-            self._out_sends.append(send)
-        if self._out_size >= _WRITE_BATCH:
-            self._flush()
-
-    def _flush(self, behind: Send | None = None) -> None:
-        """Write the buffered frames with one socket write, their receipts registered just
-        before. If that fails, the sends among them go back to the front of the parked ones
-        (then `behind`, a send not buffered yet) and the error is raised."""
-        if not self._out:
-            return
-        data, sends = b"".join(self._out), self._out_sends
-        self._out, self._out_size, self._out_sends = [], 0, []
-        receipts = {send.receipt_id: send.future for send in sends if send.receipt}
-        try:
-            if not self._session.register(receipts):
-                raise ProviderConnectionError("connection lost")
-            try:
-                self._conn.transport.send(data)
-            except _WRITE_ERRORS:
-                self._session.discard(receipts)
-                for send in sends:
-                    send.attempted = True  # part or all of it may have reached the broker
-                raise
-        except _LINK_ERRORS:
-            self._park(sends, behind)
-            raise
-        for send in sends:
-            if not send.receipt:
-                send.future.set_result(None)
-
-    def _park(self, sends: list[Send], behind: Send | None = None) -> None:
-        """Put `sends` (oldest first), then `behind`, in front of the parked sends; one whose
-        future is done already (failed as its connection died) is not written again."""
-        if behind is not None:
-            self._parked.appendleft(behind)
-        self._parked.extendleft(send for send in reversed(sends) if not send.future.done())
-
-    def _unbuffer(self) -> None:
-        """The connection is gone: park the buffered sends and drop the buffered settlements
-        (the broker redelivers what they would have settled)."""
-        sends = self._out_sends
-        self._out, self._out_size, self._out_sends = [], 0, []
-        self._park(sends)
-
     def _serve(self) -> None:
         """Write commands until the connection is lost or the stop is flushed (or overdue)."""
         while True:
             try:
                 item = self._next()
-            except _LINK_ERRORS as exc:
+            except LINK_ERRORS as exc:
                 logger.debug("STOMP write to %s failed: %r", self.settings.address, exc)
                 self._lose()
                 return
@@ -374,71 +288,10 @@ class StompLink:
                 try:
                     if self._write(item):
                         continue
-                except _OverdueError:
+                except OverdueError:
                     return
             self._lose()
             return
-
-    def _write(self, item: Send | Settle | Subscribe | Call) -> bool:
-        """Write one command; False when the connection turned out to be dead."""
-        try:
-            if isinstance(item, Send):
-                return self._write_send(item)
-            if isinstance(item, Subscribe):
-                self._flush()  # in order: stomp.py writes the SUBSCRIBE itself
-                self._write_subscribe(item)
-            elif isinstance(item, Call):
-                item.run()
-            elif item.generation == self._session.generation and self._session.alive:
-                if item.nack_headers is None:
-                    self._buffer(encode_frame("ACK", {"id": item.ack_id}))
-                else:
-                    self._buffer(encode_frame("NACK", {"id": item.ack_id, **item.nack_headers}))
-        except _LINK_ERRORS as exc:
-            logger.debug("STOMP write to %s failed: %r", self.settings.address, exc)
-            if isinstance(item, Subscribe):
-                item.future.set_result(None)  # subscribed again on reconnect
-            return False
-        return self._session.alive
-
-    def _write_subscribe(self, item: Subscribe) -> None:
-        specs = self._handler.subscriptions()
-        if item.subscription_id not in specs or self._stopping.is_set():
-            item.future.set_result(None)
-        elif item.subscription_id not in self._subscribed:
-            future = self._subscribe(item.subscription_id, specs[item.subscription_id])
-            future.add_done_callback(lambda done: chain(done, item.future))
-
-    def _write_send(self, item: Send) -> bool:
-        if not item.claim():
-            return True  # cancelled by its caller
-        try:
-            destination, headers = item.target()
-        except Exception as exc:
-            fail(item.future, exc)
-            return True
-        headers = {**item.headers, **headers, "destination": destination}
-        if item.receipt:
-            if not self._await_window(item):
-                return self._session.alive
-            headers["receipt"] = item.receipt_id = self._session.next_receipt_id()
-        self._buffer(encode_frame("SEND", headers, item.body), item)
-        return True
-
-    def _await_window(self, item: Send) -> bool:
-        """Wait for room among `max_in_flight` unconfirmed sends; False when not written."""
-        if not self._session.has_room(len(self._out_sends)):
-            self._flush(behind=item)  # the RECEIPTs that make room are for buffered frames
-        room = self._session.wait_for_room(lambda: min(item.deadline, self._stop_deadline))
-        if room is None and time.monotonic() >= self._stop_deadline:
-            self._parked.appendleft(item)  # failed, and counted, by _shutdown
-            raise _OverdueError
-        if room is None:
-            fail(item.future, timeout_error(self.settings, "unconfirmed sends filled the window"))
-            return False
-        if not room:
-            self._parked.appendleft(item)
-        return room
 
     def _idle(self, delay: float) -> None:
         """Back off before the next attempt, parking sends and failing the overdue ones."""
@@ -478,12 +331,12 @@ class StompLink:
 
     def _close(self, conn: Any, alive: bool) -> None:
         if alive:  # DISCONNECT carries a receipt; stomp.py closes the socket when it arrives
-            with contextlib.suppress(*_WRITE_ERRORS):
+            with contextlib.suppress(*WRITE_ERRORS):
                 conn.disconnect()
             remaining = min(self._stop_deadline - time.monotonic(), self.settings.stop_timeout)
             self._session.wait_closed(max(remaining, 1.0))  # lets the broker take what we wrote
         self._session.lost(self._session.generation, report=False)
-        with contextlib.suppress(*_WRITE_ERRORS):
+        with contextlib.suppress(*WRITE_ERRORS):
             conn.transport.disconnect_socket()
         for thread in (conn.transport.io_thread, getattr(conn, "heartbeat_thread", None)):
             if thread is not None and thread is not threading.current_thread():
