@@ -4,6 +4,7 @@
 idle-semaphore per item as with `ThreadPoolExecutor`. `LoopCompletions` completes the awaits
 of many provider futures with one wake-up of the event loop, where `asyncio.wrap_future`
 pays a thread-safe call (and a write to the loop's wake-up socket) per future.
+`hold_wakes`/`release_wakes` let an I/O thread defer such wake-ups to the end of its round.
 """
 
 from __future__ import annotations
@@ -67,55 +68,6 @@ class Workers:
 
 
 _STOP: Any = object()
-
-
-class Waker:
-    """Runs `wake()` on a thread of its own after `poke`; pokes that queue up meanwhile are
-    answered by one call.
-
-    For wake-ups that cost a system call (a write to a pipe): a thread that makes one
-    releases the GIL, and a woken thread waiting for it takes over at once — per message,
-    when messages are handed over one by one. `poke` keeps the GIL, so the poking thread
-    queues up the rest of its burst before the waker gets to run.
-
-    Example:
-        >>> woken = threading.Event()
-        >>> waker = Waker("example", woken.set)
-        >>> waker.poke()
-        >>> woken.wait(5)
-        True
-        >>> waker.close()
-    """
-
-    def __init__(self, name: str, wake: Callable[[], None]) -> None:
-        self._pokes: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._wake = wake
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def poke(self) -> None:
-        """Ask for a `wake()` (any thread)."""
-        self._pokes.put(None)
-
-    def close(self) -> None:
-        """End the thread after the pokes so far."""
-        self._pokes.put(_STOP)
-
-    def _run(self) -> None:
-        get, get_nowait = self._pokes.get, self._pokes.get_nowait
-        while get() is not _STOP:
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    if get_nowait() is _STOP:
-                        self._call()
-                        return
-            self._call()
-
-    def _call(self) -> None:
-        try:
-            self._wake()
-        except Exception:
-            logger.exception("%s failed", threading.current_thread().name)
 
 
 class _Held(threading.local):

@@ -38,7 +38,7 @@ from proton.reactor import ApplicationEvent, Container, EventInjector
 
 from aspyx_event.envelope import Envelope
 from aspyx_event.errors import ProviderConnectionError, ProviderError
-from aspyx_event.handoff import Waker, hold_wakes, release_wakes
+from aspyx_event.handoff import Workers, hold_wakes, release_wakes
 from aspyx_event.provider import DeliveryCallback, Subscription
 from aspyx_event.providers import _amqp_codec
 from aspyx_event.providers._proton_delivery import AMQPDelivery, Member, decode, text
@@ -190,7 +190,7 @@ class ProtonBridge:
         self.paused = False
         self._thread: threading.Thread | None = None
         self.injector: Any = None
-        self.waker: Waker | None = None
+        self.waker: Workers | None = None
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="aspyx-amqp-declare")
         self.handler = Handler(self, settings, [Member(s, c) for s, c in subscriptions])
 
@@ -200,7 +200,7 @@ class ProtonBridge:
             if self._thread is not None:
                 return
             self.injector = EventInjector()
-            self.waker = Waker("aspyx-amqp-waker", self._trigger)
+            self.waker = Workers("aspyx-amqp-waker", 1, lambda _: self._trigger())
             self._accepting = True
             self._thread = threading.Thread(target=self._run, name="aspyx-amqp", daemon=True)
         self._thread.start()
@@ -238,7 +238,7 @@ class ProtonBridge:
             injector, self.injector = self.injector, None
             waker, self.waker = self.waker, None
         if waker is not None:
-            waker.close()
+            waker.shutdown()
         for fd in injector.pipe if injector is not None else ():
             with contextlib.suppress(OSError):
                 os.close(fd)
@@ -349,10 +349,13 @@ class ProtonBridge:
         # The caller holds self._lock; one pending wake-up covers any number of queued items.
         if self.waker is not None and not self._wake_pending:
             self._wake_pending = True
-            self.waker.poke()
+            self.waker.submit(None)
 
     def _trigger(self) -> None:
-        """Wake the container thread (on the waker thread: the pipe write gives up the GIL)."""
+        """Wake the container thread, on the waker thread: a thread writing to the pipe gives
+        up the GIL, and the woken container thread would take over at once, per message when
+        sends or settlements come one by one. `_wake` keeps the GIL, so the sending thread
+        queues the rest of its burst before this runs."""
         with self._lock:  # stop closes the injector's pipe under the lock
             if self.injector is not None:
                 self.injector.trigger(ApplicationEvent(CALL_EVENT))

@@ -29,30 +29,12 @@ from tests.integration.tls_support import (
     HOST,
     TLSListeners,
     handshake,
-    make_certificates,
-    require_rabbitmq,
-    tls_listeners,
 )
 
 pytestmark = pytest.mark.broker
 
 WAIT = 30.0
 REFUSED_WITHIN = 1.0  # connect_timeout of the negative tests: a refusal takes milliseconds
-
-
-@pytest.fixture(scope="module")
-def module_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSListeners]:
-    """Fresh certificates and RabbitMQ's TLS listeners for the tests of this module."""
-    require_rabbitmq()
-    with tls_listeners(make_certificates(tmp_path_factory.mktemp("tls"))) as listeners:
-        yield listeners
-
-
-@pytest.fixture
-def tls(module_tls: TLSListeners) -> TLSListeners:
-    """The module's TLS listeners, added again if a RabbitMQ restart dropped them."""
-    module_tls.ensure()
-    return module_tls
 
 
 Factory = Callable[..., Provider]

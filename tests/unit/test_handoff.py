@@ -1,4 +1,4 @@
-"""The hand-offs between threads: held wake-ups and the waker thread."""
+"""The hand-offs between threads: held wake-ups."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future
 
-from aspyx_event.handoff import LoopCompletions, Waker, hold_wakes, release_wakes, wake_soon
+from aspyx_event.handoff import LoopCompletions, hold_wakes, release_wakes, wake_soon
 
 
 def on_thread(work: Callable[[], None]) -> None:
@@ -50,25 +50,3 @@ def test_sends_completed_on_a_holding_thread_reach_the_loop_after_release() -> N
         return list(await asyncio.gather(*waiters))
 
     assert asyncio.run(main()) == [0, 1, 2]
-
-
-def test_the_waker_answers_a_burst_of_pokes_and_ends_on_close() -> None:
-    calls: list[int] = []
-    first = threading.Event()
-    gate = threading.Event()
-
-    def wake() -> None:
-        calls.append(1)
-        first.set()
-        gate.wait(5)
-
-    waker = Waker("test-waker", wake)
-    waker.poke()
-    assert first.wait(5)
-    for _ in range(100):  # queued while the first wake runs: answered by one more call
-        waker.poke()
-    gate.set()
-    waker.close()
-    waker._thread.join(5)
-    assert not waker._thread.is_alive()
-    assert len(calls) == 2

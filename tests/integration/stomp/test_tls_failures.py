@@ -21,26 +21,10 @@ from tests.integration.stomp.support import *
 from tests.integration.tls_support import (
     HOST,
     TLSListeners,
-    make_certificates,
-    require_rabbitmq,
-    tls_listeners,
 )
 from tests.waiting import wait_until
 
 PATIENT = 60.0  # connect_timeout of the fail-fast tests: they must not wait for it
-
-
-@pytest.fixture(scope="module")
-def module_tls(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TLSListeners]:
-    require_rabbitmq()
-    with tls_listeners(make_certificates(tmp_path_factory.mktemp("stomp-tls"))) as listeners:
-        yield listeners
-
-
-@pytest.fixture
-def tls(module_tls: TLSListeners) -> TLSListeners:
-    module_tls.ensure()
-    return module_tls
 
 
 @pytest.fixture
